@@ -1,0 +1,1 @@
+"""Keys, durable records, leases with fencing, version reservations."""

@@ -1,0 +1,96 @@
+"""The studio's publish catalogue: OpenPype/Avalon documents in one collection per project.
+
+Documents carry deterministic ids derived from the key, so a replay after a crash
+finds them already there and inserts nothing twice.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from .keys import object_id
+
+TRANSACTION_TOPOLOGIES = ("ReplicaSetWithPrimary", "Sharded", "LoadBalanced")
+
+
+class Catalog:
+    def __init__(self, client: MongoClient, database: str):
+        self.client = client
+        self.db = client[database]
+
+    def project(self, name: str) -> Collection:
+        return self.db[name]
+
+    def supports_transactions(self) -> bool:
+        return self.client.topology_description.topology_type_name in TRANSACTION_TOPOLOGIES
+
+    def find_asset(self, project: str, asset: str) -> dict[str, Any] | None:
+        return self.project(project).find_one({"type": "asset", "name": asset})
+
+    def find_subset(self, project: str, asset_id: Any, subset: str) -> dict[str, Any] | None:
+        return self.project(project).find_one({"type": "subset", "name": subset, "parent": asset_id})
+
+    def version_docs(self, project: str, asset: str, subset: str) -> list[dict[str, Any]]:
+        """Every version document of the subset (by asset and subset name)."""
+        asset_doc = self.find_asset(project, asset)
+        if not asset_doc:
+            return []
+        subset_doc = self.find_subset(project, asset_doc["_id"], subset)
+        if not subset_doc:
+            return []
+        return list(self.project(project).find({"type": "version", "parent": subset_doc["_id"]},
+                                               projection={"name": 1, "data.atomic_publish.key": 1}))
+
+    def highest_version(self, project: str, asset: str, subset: str) -> int:
+        return max((int(d["name"]) for d in self.version_docs(project, asset, subset)), default=0)
+
+    def version_holder(self, project: str, asset: str, subset: str, number: int) -> str | None:
+        """The key that published version ``number`` ("" for a version made outside atomic-publish)."""
+        for doc in self.version_docs(project, asset, subset):
+            if int(doc["name"]) == number:
+                return (doc.get("data") or {}).get("atomic_publish", {}).get("key", "")
+        return None
+
+    def insert_publish(self, project: str, parents: list[dict[str, Any]], subset_doc: dict[str, Any],
+                       version_doc: dict[str, Any], representation_docs: list[dict[str, Any]]) -> int:
+        """Insert what is missing of project/asset/subset/version/representations; returns how many.
+
+        Parents (project, asset) and the subset are matched by name first, so an existing
+        OpenPype hierarchy is reused. Runs in one transaction where the server supports it.
+        """
+        col = self.project(project)
+
+        def work(session=None) -> int:
+            inserted = 0
+            for doc in [*parents, subset_doc]:
+                query = {"type": doc["type"], "name": doc["name"]}
+                if doc["type"] == "subset":
+                    query["parent"] = doc["parent"]
+                if col.find_one(query, session=session, projection={"_id": 1}) is None:
+                    inserted += _insert_missing(col, [doc], session)
+            inserted += _insert_missing(col, [version_doc, *representation_docs], session)
+            return inserted
+
+        if self.supports_transactions():
+            with self.client.start_session() as session:
+                return session.with_transaction(lambda s: work(s))
+        return work()
+
+
+def _insert_missing(col: Collection, docs: list[dict[str, Any]], session) -> int:
+    ids = [d["_id"] for d in docs]
+    present = {d["_id"] for d in col.find({"_id": {"$in": ids}}, projection={"_id": 1}, session=session)}
+    missing = [d for d in docs if d["_id"] not in present]
+    for doc in missing:
+        try:
+            col.insert_one(doc, session=session)
+        except DuplicateKeyError:
+            pass  # a concurrent replay inserted the same deterministic document
+    return len(missing)
+
+
+def deterministic_parent_ids(project: str, asset: str) -> tuple[Any, Any]:
+    return object_id("project", project), object_id("asset", project, asset)

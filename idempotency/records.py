@@ -1,0 +1,165 @@
+"""One durable record per key: state, lease with epoch fencing, progress, attempt history.
+
+Taking the lease increments the epoch in one conditional write; every later write
+is conditional on that epoch, so an attempt that lost its lease (a zombie) can change
+nothing (design.md section 2).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from ..wrapper.errors import FingerprintMismatch, LeaseHeld, Superseded
+
+NEW = "NEW"                  # lease taken, no version reserved yet
+RESERVED = "RESERVED"
+STAGING = "STAGING"
+STAGED = "STAGED"
+INTEGRATING = "INTEGRATING"
+COMMITTING = "COMMITTING"    # point of no return: from here attempts only roll forward
+PUBLISHED = "PUBLISHED"
+ROLLING_BACK = "ROLLING_BACK"
+ROLLED_BACK = "ROLLED_BACK"
+TERMINAL = (PUBLISHED, ROLLED_BACK)
+STATES = (NEW, RESERVED, STAGING, STAGED, INTEGRATING, COMMITTING, PUBLISHED, ROLLING_BACK, ROLLED_BACK)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is attempting: used for the lease and the attempt history."""
+
+    attempt: str
+    worker: str
+    host: str = socket.gethostname()
+    pid: int = os.getpid()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def lease_is_live(lease: dict[str, Any] | None, now: dt.datetime) -> bool:
+    """A lease protects its owner until it expires, unless the owner is a dead process on this host."""
+    if not lease:
+        return False
+    if _aware(lease["expires_at"]) <= now:
+        return False
+    if lease.get("host") == socket.gethostname() and not process_alive(int(lease.get("pid", 0))):
+        return False
+    return True
+
+
+class Records:
+    """The ``records`` collection: acquire, fenced writes, release."""
+
+    def __init__(self, collection: Collection):
+        self.col = collection
+
+    def ensure_indexes(self) -> None:
+        self.col.create_index([("job_id", 1), ("task_id", 1)])
+        self.col.create_index([("state", 1)])
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.col.find_one({"_id": key})
+
+    def acquire(self, key: str, fingerprint: str, who: Identity, lease_seconds: float,
+                fields: dict[str, Any]) -> dict[str, Any]:
+        """Create the record or take its lease over; returns the record as it now stands.
+
+        A terminal record is returned untouched (the caller decides). Raises
+        FingerprintMismatch (permanent) or LeaseHeld (busy) without writing anything.
+        """
+        for _ in range(8):
+            now = utcnow()
+            lease = self._lease(who, now, lease_seconds)
+            attempt = self._attempt(who, now, 1)
+            doc = {"_id": key, "fingerprint": fingerprint, "state": NEW, "epoch": 1, "lease": lease,
+                   "version": None, "files": {}, "receipts": {}, "staging_dirs": {},
+                   "attempts": [attempt], "created_at": now, "updated_at": now, **fields}
+            try:
+                self.col.insert_one(doc)
+                return doc
+            except DuplicateKeyError:
+                pass
+            rec = self.get(key)
+            if rec is None:
+                continue
+            if rec["fingerprint"] != fingerprint:
+                raise FingerprintMismatch(
+                    f"job {fields.get('job_id')} task {fields.get('task_id')} was first run with another "
+                    f"manifest (fingerprint {rec['fingerprint'][:19]}…, now {fingerprint[:19]}…); nothing was changed")
+            if rec["state"] in TERMINAL:
+                return rec
+            if lease_is_live(rec.get("lease"), now):
+                held = rec["lease"]
+                raise LeaseHeld(f"attempt {held['attempt'][:8]} on {held.get('worker')} ({held.get('host')}, "
+                                f"pid {held.get('pid')}) holds this publish until "
+                                f"{_aware(held['expires_at']).isoformat(timespec='seconds')}")
+            epoch = rec["epoch"] + 1
+            updated = self.col.find_one_and_update(
+                {"_id": key, "epoch": rec["epoch"]},
+                {"$set": {"lease": lease, "epoch": epoch, "updated_at": now},
+                 "$push": {"attempts": self._attempt(who, now, epoch)}},
+                return_document=ReturnDocument.AFTER)
+            if updated is not None:
+                return updated
+        raise LeaseHeld("the lease on this publish changed hands repeatedly while taking it")
+
+    @staticmethod
+    def _lease(who: Identity, now: dt.datetime, seconds: float) -> dict[str, Any]:
+        return {"attempt": who.attempt, "worker": who.worker, "host": who.host, "pid": who.pid,
+                "expires_at": now + dt.timedelta(seconds=seconds)}
+
+    @staticmethod
+    def _attempt(who: Identity, now: dt.datetime, epoch: int) -> dict[str, Any]:
+        return {"attempt": who.attempt, "worker": who.worker, "host": who.host, "pid": who.pid,
+                "epoch": epoch, "start": now, "end": None, "outcome": None,
+                "error_class": None, "message": None}
+
+    def fenced(self, key: str, epoch: int, update: dict[str, Any]) -> None:
+        """Apply ``update`` only while ``epoch`` is current; raises Superseded otherwise."""
+        update = dict(update)
+        update.setdefault("$set", {})
+        update["$set"] = {**update["$set"], "updated_at": utcnow()}
+        result = self.col.update_one({"_id": key, "epoch": epoch}, update)
+        if result.matched_count != 1:
+            raise Superseded(f"epoch {epoch} of {key} was superseded by a newer attempt; this attempt stops "
+                             "without changing anything")
+
+    def renew(self, key: str, epoch: int, seconds: float) -> None:
+        self.fenced(key, epoch, {"$set": {"lease.expires_at": utcnow() + dt.timedelta(seconds=seconds)}})
+
+    def finish_attempt(self, key: str, epoch: int, index: int, outcome: str, error_class: str | None,
+                       message: str | None, release: bool = True) -> None:
+        """Close this attempt's history entry and (normally) release the lease, fenced."""
+        prefix = f"attempts.{index}"
+        update: dict[str, Any] = {"$set": {f"{prefix}.end": utcnow(), f"{prefix}.outcome": outcome,
+                                           f"{prefix}.error_class": error_class,
+                                           f"{prefix}.message": message}}
+        if release:
+            update["$set"]["lease"] = None
+        self.fenced(key, epoch, update)
+
+    def find_by_job(self, job_id: str) -> list[dict[str, Any]]:
+        return list(self.col.find({"job_id": job_id}).sort("task_id", 1))

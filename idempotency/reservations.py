@@ -1,0 +1,87 @@
+"""Version numbers reserved under a unique index, so two publishers never share one.
+
+A retry finds its own reservation by key; a pinned number held by another key is a
+conflict, never an overwrite.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from ..wrapper.errors import VersionConflict
+from .records import utcnow
+
+MAX_PROBES = 1000
+
+
+class Reservations:
+    def __init__(self, collection: Collection):
+        self.col = collection
+
+    def ensure_indexes(self) -> None:
+        self.col.create_index([("project", 1), ("asset", 1), ("subset", 1), ("version", 1)],
+                              unique=True, name="one_key_per_version")
+        self.col.create_index([("key", 1)], name="by_key")
+
+    def of_key(self, key: str) -> dict[str, Any] | None:
+        return self.col.find_one({"key": key})
+
+    def highest(self, project: str, asset: str, subset: str) -> int:
+        doc = self.col.find_one({"project": project, "asset": asset, "subset": subset},
+                                sort=[("version", -1)], projection={"version": 1})
+        return int(doc["version"]) if doc else 0
+
+    def reserve(self, key: str, project: str, asset: str, subset: str, pinned: int | None,
+                floor: int, taken_by: Callable[[int], str | None]) -> int:
+        """Reserve ``pinned`` or the next free number above ``floor``; idempotent per key.
+
+        ``taken_by(n)`` lets the caller refuse numbers it knows are taken elsewhere (a
+        version document or a folder that no reservation accounts for); it returns who
+        holds the number, or None.
+        """
+        mine = self.of_key(key)
+        if mine:
+            return int(mine["version"])
+        ident = {"project": project, "asset": asset, "subset": subset}
+        if pinned is not None:
+            holder = self.col.find_one({**ident, "version": pinned})
+            if holder and holder.get("key") != key:
+                raise VersionConflict(f"version {pinned} of {project}/{asset}/{subset} is held by another "
+                                      f"publish ({holder.get('key', 'unknown')}); nothing was overwritten")
+            other = taken_by(pinned)
+            if other:
+                raise VersionConflict(f"version {pinned} of {project}/{asset}/{subset} already exists: {other}; "
+                                      "nothing was overwritten")
+            try:
+                self.col.insert_one({**ident, "version": pinned, "key": key, "state": "reserved",
+                                     "created_at": utcnow()})
+                return pinned
+            except DuplicateKeyError:
+                holder = self.col.find_one({**ident, "version": pinned}) or {}
+                if holder.get("key") == key:
+                    return pinned
+                raise VersionConflict(f"version {pinned} of {project}/{asset}/{subset} is held by another "
+                                      f"publish ({holder.get('key', 'unknown')}); nothing was overwritten") from None
+        candidate = max(floor, self.highest(project, asset, subset)) + 1
+        for _ in range(MAX_PROBES):
+            if taken_by(candidate) is None:
+                try:
+                    self.col.insert_one({**ident, "version": candidate, "key": key, "state": "reserved",
+                                         "created_at": utcnow()})
+                    return candidate
+                except DuplicateKeyError:
+                    mine = self.of_key(key)
+                    if mine:
+                        return int(mine["version"])
+            candidate += 1
+        raise VersionConflict(f"no free version number found for {project}/{asset}/{subset} "
+                              f"after {MAX_PROBES} tries")
+
+    def mark_committed(self, key: str) -> None:
+        self.col.update_one({"key": key}, {"$set": {"state": "committed", "committed_at": utcnow()}})
+
+    def release(self, key: str) -> int:
+        """Give the number back (rollback); committed reservations are never released."""
+        return self.col.delete_many({"key": key, "state": "reserved"}).deleted_count

@@ -1,0 +1,43 @@
+"""The persistence layer: records, reservations and the catalogue behind one object."""
+from __future__ import annotations
+
+import os
+
+from .catalog import Catalog
+from .connection import connect, resolve_uri
+from .records import Records
+from .reservations import Reservations
+
+STATE_DATABASE = "atomic_publish"
+
+
+class Store:
+    """What an attempt needs from MongoDB.
+
+    ``database`` holds the OpenPype project collections (``avalon`` by default, or
+    ``$ATOMIC_PUBLISH_DATABASE``); atomic-publish's own collections live in the
+    ``atomic_publish`` database.
+    """
+
+    def __init__(self, client, database: str | None = None, described_as: str = ""):
+        self.client = client
+        self.described_as = described_as
+        state = client[os.environ.get("ATOMIC_PUBLISH_STATE_DATABASE", STATE_DATABASE)]
+        self.records = Records(state["records"])
+        self.reservations = Reservations(state["reservations"])
+        self.catalog = Catalog(client, database or os.environ.get("ATOMIC_PUBLISH_DATABASE", "avalon"))
+
+    def ensure_indexes(self) -> None:
+        self.records.ensure_indexes()
+        self.reservations.ensure_indexes()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_store(cli_uri: str | None = None) -> Store:
+    """Resolve the URI (see connection.resolve_uri), connect, and make sure the indexes exist."""
+    uri, where = resolve_uri(cli_uri)
+    store = Store(connect(uri), described_as=where)
+    store.ensure_indexes()
+    return store

@@ -1,0 +1,1 @@
+"""The wrapper: one publish attempt, from manifest to commit."""

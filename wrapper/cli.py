@@ -1,0 +1,169 @@
+"""The ``atomic-publish`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .guard import StopGuard
+    from .publish import Policy, Request, run
+
+    guard = StopGuard().install()
+    outcome = run(Request(manifest_path=args.manifest, job_id=args.job_id, task_id=args.task_id,
+                          worker=args.worker, store_uri=args.store,
+                          policy=Policy(lease_seconds=args.lease_seconds, threads=args.threads)), guard)
+    outcome.emit(args.json)
+    return outcome.exit_code
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _status_view(rec: dict[str, Any]) -> dict[str, Any]:
+    files = rec.get("files") or {}
+    return _jsonable({
+        "key": rec["_id"], "state": rec["state"], "job_id": rec.get("job_id"), "task_id": rec.get("task_id"),
+        "version": rec.get("version"), "epoch": rec.get("epoch"), "lease": rec.get("lease"),
+        "final_dir": rec.get("final_dir"), "staging_dir": rec.get("staging_dir"),
+        "fingerprint": rec.get("fingerprint"), "subset": rec.get("subset"),
+        "files": {"count": len(files), "bytes": sum(f.get("size", 0) for f in files.values()),
+                  "names": sorted(f.get("name", "?") for f in files.values())},
+        "attempts": rec.get("attempts") or [], "error": rec.get("error"),
+        "created_at": rec.get("created_at"), "updated_at": rec.get("updated_at"),
+    })
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ..idempotency.redact import scrub
+    from ..idempotency.store import open_store
+    from .errors import PublishError
+
+    try:
+        store = open_store(args.store)
+    except PublishError as exc:
+        print(f"atomic-publish status: {scrub(str(exc))}; {exc.todo}", file=sys.stderr)
+        return 1
+    try:
+        recs = [store.records.get(args.key)] if args.key else store.records.find_by_job(args.job_id)
+        recs = [r for r in recs if r]
+        if not recs:
+            print(f"atomic-publish status: no record for {'key ' + args.key if args.key else 'job ' + args.job_id}",
+                  file=sys.stderr)
+            return 1
+        views = [_status_view(r) for r in recs]
+        if args.json:
+            print(json.dumps(views[0] if args.key else views, sort_keys=True))
+            return 0
+        for v in views:
+            lease = v["lease"]
+            print(f"{v['key']}\n  state     {v['state']}\n  version   {v['version']}\n  epoch     {v['epoch']}\n"
+                  f"  lease     {('held by ' + lease['worker'] + ' until ' + lease['expires_at']) if lease else 'free'}\n"
+                  f"  final     {v['final_dir']}\n  files     {v['files']['count']} ({v['files']['bytes']} bytes)")
+            for a in v["attempts"]:
+                print(f"  attempt   epoch {a['epoch']} {a['worker']}@{a['host']} {a['start']} -> "
+                      f"{a.get('outcome') or 'running/crashed'}{': ' + a['message'] if a.get('message') else ''}")
+        return 0
+    finally:
+        store.close()
+
+
+def _cmd_store(args: argparse.Namespace) -> int:
+    from ..idempotency import embedded
+
+    if args.action == "start":
+        print(embedded.ensure_running())
+    elif args.action == "stop":
+        print("stopped" if embedded.stop() else "not running")
+    else:
+        uri = embedded.running_uri()
+        print(f"running at {uri} (data in {embedded.home()})" if uri else f"not running (data in {embedded.home()})")
+    return 0
+
+
+def _cmd_failpoints(args: argparse.Namespace) -> int:
+    from .failpoints import ACTIONS, POINTS
+
+    width = max(map(len, POINTS))
+    for name, step in POINTS.items():
+        print(f"{name:<{width}}  {step}")
+    print(f"\nactions: {', '.join(ACTIONS)}; e.g. ATOMIC_PUBLISH_FAILPOINTS='stage.file=kill@3'")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atomic-publish",
+                                     description="Exactly-once, all-or-nothing publishing on a Deadline farm.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run one publish attempt")
+    p.add_argument("--manifest", required=True, help="path of the publish manifest (JSON)")
+    p.add_argument("--job-id", required=True, help="Deadline JobId (part of the idempotency key)")
+    p.add_argument("--task-id", required=True, help="Deadline TaskId (part of the idempotency key)")
+    p.add_argument("--worker", default=None, help="worker name for the lease and history (default: host name)")
+    p.add_argument("--store", default=None, help="mongodb:// URI (default: $ATOMIC_PUBLISH_STORE or the embedded store)")
+    p.add_argument("--lease-seconds", type=float, default=60.0, help="lease duration, renewed while working")
+    p.add_argument("--threads", type=int, default=4, help="parallel file copies")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="show the record of a publish")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--key")
+    g.add_argument("--job-id")
+    p.add_argument("--store", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("store", help="start, stop or show the embedded store")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.set_defaults(func=_cmd_store)
+
+    p = sub.add_parser("failpoints", help="list the failpoints of the fault suite")
+    p.set_defaults(func=_cmd_failpoints)
+
+    for name, module in EXTRA_COMMANDS:
+        _add_extra(sub, name, module)
+    return parser
+
+
+# Commands implemented elsewhere: (name, "module path"); each module has configure_parser(p) and main(args).
+EXTRA_COMMANDS: list[tuple[str, str]] = [
+    ("demo", "atomic_publish.wrapper.demo"),
+]
+
+
+def _add_extra(sub, name: str, module: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(module)
+    p = sub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None)
+    mod.configure_parser(p)
+    p.set_defaults(func=mod.main)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    args = build_parser().parse_args(argv)
+    if getattr(args, "worker", "x") is None:
+        import socket
+        args.worker = socket.gethostname()
+    if getattr(args, "worker", None):
+        os.environ["ATOMIC_PUBLISH_WORKER"] = args.worker
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":  # python -m atomic_publish.wrapper.cli
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Build the OpenPype-schema documents of a version, deterministically from the record.
+
+Everything comes from the manifest and the record (including the commit time), so a
+roll-forward after a crash rebuilds byte-identical documents with identical ids.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from typing import Any
+
+from ..idempotency.keys import object_id
+from .layout import PlannedFile
+from .manifest import Manifest
+from .staging import file_id
+
+ROOT_NAME = "publish"
+
+
+def rootless(path: str, root: str) -> str:
+    """``/mnt/projects/demo/...`` -> ``{root[publish]}/demo/...`` (OpenPype's rootless form)."""
+    rel = os.path.relpath(path, root).replace(os.sep, "/")
+    return f"{{root[{ROOT_NAME}]}}/{rel}"
+
+
+def parent_documents(manifest: Manifest) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Project and asset documents, and the subset document, used only where none exists yet."""
+    project, asset = manifest.project_name, manifest.asset
+    project_id = object_id("project", project)
+    asset_id = object_id("asset", project, asset)
+    parents = [
+        {"_id": project_id, "type": "project", "name": project, "schema": "openpype:project-3.0",
+         "data": {"code": manifest.project_code}},
+        {"_id": asset_id, "type": "asset", "name": asset, "schema": "openpype:asset-3.0",
+         "parent": project_id,
+         "data": {"parents": [p for p in manifest.hierarchy.split("/") if p], "visualParent": None}},
+    ]
+    subset_doc = {"_id": object_id("subset", project, asset, manifest.subset), "type": "subset",
+                  "schema": "openpype:subset-3.0", "name": manifest.subset, "parent": asset_id,
+                  "data": {"family": manifest.family, "families": [manifest.family]}}
+    return parents, subset_doc
+
+
+def version_documents(manifest: Manifest, key: str, record: dict[str, Any], plan: list[PlannedFile],
+                      final_dir: str, subset_id: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The version document and one representation document per manifest representation."""
+    version_no = int(record["version"])
+    committed_at = record["committed_at"]
+    version_id = object_id("version", key)
+    entries = record.get("files") or {}
+    frames = sorted(int(p.frame) for p in plan if p.frame is not None)
+    attempt = (record.get("attempts") or [{}])[-1]
+    version_doc = {
+        "_id": version_id, "type": "version", "schema": "openpype:version-3.0", "name": version_no,
+        "parent": subset_id,
+        "data": {
+            "families": [manifest.family], "time": committed_at.strftime("%Y%m%dT%H%M%SZ"),
+            "author": manifest.author or record.get("submitted_by") or "",
+            "source": manifest.source, "comment": manifest.comment,
+            "machine": attempt.get("host") or socket.gethostname(),
+            "frameStart": frames[0] if frames else None, "frameEnd": frames[-1] if frames else None,
+            "atomic_publish": {"key": key, "job_id": record.get("job_id"), "task_id": record.get("task_id"),
+                               "fingerprint": record["fingerprint"]},
+        },
+    }
+    reps = []
+    root = manifest.publish_root
+    for rep in manifest.representations:
+        items = [p for p in plan if p.representation == rep.name]
+        files = []
+        for p in items:
+            e = entries[file_id(p.name)]
+            files.append({"_id": object_id("file", key, p.name), "path": rootless(os.path.join(final_dir, p.name), root),
+                          "size": e["size"], "hash": e["hash"], "hash_type": e.get("hash_type", "xxh3_128"),
+                          "sites": [{"name": "studio", "created_dt": committed_at}]})
+        first = items[0]
+        context = {"root": {ROOT_NAME: root}, "project": {"name": manifest.project_name, "code": manifest.project_code},
+                   "asset": manifest.asset, "hierarchy": manifest.hierarchy, "task": manifest.task,
+                   "subset": manifest.subset, "family": manifest.family, "version": version_no,
+                   "representation": rep.name, "ext": first.ext, "username": manifest.author or getpass.getuser()}
+        if first.frame is not None:
+            context["frame"] = first.frame
+        reps.append({"_id": object_id("representation", key, rep.name), "type": "representation",
+                     "schema": "openpype:representation-2.0", "parent": version_id, "name": rep.name,
+                     "data": {"path": os.path.join(final_dir, first.name), "template": manifest.template},
+                     "context": context, "files": files})
+    return version_doc, reps

@@ -1,0 +1,112 @@
+"""Every failure the wrapper reports, each carrying its class and what to do.
+
+The class decides the farm's action (design.md section 4); the message is the
+one line a farm admin reads in the Deadline Monitor.
+"""
+from __future__ import annotations
+
+TRANSIENT = "transient"
+WORKER_LOCAL = "worker-local"
+PERMANENT = "permanent"
+BUSY = "busy"
+
+
+class PublishError(Exception):
+    """Base of every classified failure.
+
+    ``cause`` says what failed, ``todo`` what the reader should do about it.
+    """
+
+    failure_class = TRANSIENT
+    default_todo = "the farm will retry; if it keeps failing, read the task log"
+
+    def __init__(self, cause: str, todo: str | None = None):
+        super().__init__(cause)
+        self.cause = cause
+        self.todo = todo or self.default_todo
+
+    def __str__(self) -> str:
+        return self.cause
+
+
+class TransientError(PublishError):
+    failure_class = TRANSIENT
+
+
+class WorkerLocalError(PublishError):
+    failure_class = WORKER_LOCAL
+    default_todo = "fix the mount or permissions on this worker; other workers will take the task"
+
+
+class PermanentError(PublishError):
+    failure_class = PERMANENT
+    default_todo = "fix the job and resubmit it"
+
+
+class BusyError(PublishError):
+    failure_class = BUSY
+    default_todo = "nothing: the farm requeues the task and it resumes when the other attempt ends"
+
+
+class ManifestError(PermanentError):
+    """The manifest (or another user input) is invalid; names the field and the problem."""
+
+    default_todo = "fix the manifest and resubmit the job"
+
+    def __init__(self, field: str, problem: str, todo: str | None = None):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"manifest field {field}: {problem}", todo)
+
+
+class SourceError(PermanentError):
+    default_todo = "check the render output and resubmit the job"
+
+
+class SourceUnreachable(WorkerLocalError):
+    default_todo = "check that the render storage is mounted and readable on this worker"
+
+
+class DestinationError(PermanentError):
+    default_todo = "fix the template or publish root in the manifest and resubmit"
+
+
+class PublishRootUnavailable(WorkerLocalError):
+    default_todo = "mount the publish root on this worker or fix its permissions; other workers will take the task"
+
+
+class VersionConflict(PermanentError):
+    default_todo = "pin another version number, or leave version empty to take the next free one, and resubmit"
+
+
+class FingerprintMismatch(PermanentError):
+    default_todo = ("a job's task must always publish the same manifest; submit a new job "
+                    "for a changed manifest")
+
+
+class RolledBack(PermanentError):
+    default_todo = "fix the cause and submit a new job (a rolled-back publish never resumes)"
+
+
+class LeaseHeld(BusyError):
+    """Another live attempt holds the lease on this key."""
+
+
+class Superseded(BusyError):
+    """This attempt lost its lease (a newer epoch took over): it must change nothing more."""
+
+    default_todo = "nothing: a newer attempt owns this publish"
+
+
+class Interrupted(TransientError):
+    """SIGTERM (task cancel, timeout or requeue) stopped the attempt at a safe point."""
+
+    default_todo = "nothing: the next attempt resumes where this one stopped"
+
+
+class StoreUnavailable(TransientError):
+    default_todo = "check that the MongoDB store is reachable from this worker"
+
+
+class StoreConfigError(PermanentError):
+    default_todo = "fix the store URI or its credentials (plugin configuration StoreUri or ATOMIC_PUBLISH_STORE)"

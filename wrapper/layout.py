@@ -1,0 +1,125 @@
+"""Where a version's files go: the version folder from the template, the published
+file names (OpenPype's convention) and the checks that keep both inside the publish root.
+"""
+from __future__ import annotations
+
+import os
+import re
+import string
+from dataclasses import dataclass
+
+from .errors import DestinationError, ManifestError
+from .manifest import Manifest
+
+ALLOWED_FIELDS = {"publish_root", "project[name]", "project[code]", "hierarchy", "asset",
+                  "family", "subset", "task", "version"}
+FRAME_RE = re.compile(r"^(?P<head>.*?)(?P<frame>\d+)\.(?P<ext>[A-Za-z0-9]{1,16})$")
+EXT_RE = re.compile(r"\.([A-Za-z0-9]{1,16})$")
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One source file and the name it is published under inside the version folder."""
+
+    representation: str
+    source: str
+    name: str
+    frame: str | None
+    ext: str
+
+
+def check_template(template: str) -> None:
+    """Only the documented fields, no attribute access, and a version field somewhere."""
+    has_version = False
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ManifestError("template", f"is not a valid template: {exc}") from None
+    for _literal, field_name, spec, conversion in parsed:
+        if field_name is None:
+            continue
+        if field_name not in ALLOWED_FIELDS:
+            raise ManifestError("template", f"field {{{field_name}}} is not allowed; use one of "
+                                + ", ".join(sorted(ALLOWED_FIELDS)))
+        if conversion or (spec and "{" in spec):
+            raise ManifestError("template", f"field {{{field_name}}} has an unsupported conversion or nested field")
+        has_version |= field_name == "version"
+    if not has_version:
+        raise ManifestError("template", "must contain {version}, or every version would share one folder")
+
+
+def version_dir(manifest: Manifest, version: int) -> str:
+    """The final folder of ``version``, checked to stay inside the publish root."""
+    check_template(manifest.template)
+    values = {
+        "publish_root": manifest.publish_root,
+        "project": {"name": manifest.project_name, "code": manifest.project_code},
+        "hierarchy": manifest.hierarchy, "asset": manifest.asset, "family": manifest.family,
+        "subset": manifest.subset, "task": manifest.task or "", "version": version,
+    }
+    try:
+        path = manifest.template.format(**values)
+    except (ValueError, KeyError, IndexError) as exc:
+        raise ManifestError("template", f"cannot be filled: {exc}") from None
+    path = path.replace("\\", "/")
+    parts = [p for p in path.split("/")]
+    if any(p in ("..", ".") for p in parts):
+        raise DestinationError(f"template resolves to {path!r}, which contains '..' or '.'")
+    norm = os.path.normpath(path.replace("//", "/"))
+    root = os.path.normpath(manifest.publish_root)
+    if not os.path.isabs(norm) or os.path.commonpath([norm, root]) != root or norm == root:
+        raise DestinationError(f"template resolves to {norm!r}, outside the publish root {root!r}")
+    return norm
+
+
+def check_inside_root(path: str, root: str) -> None:
+    """Refuse a version folder whose existing ancestors escape the root through symlinks."""
+    real_root = os.path.realpath(root)
+    probe = path
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    real = os.path.realpath(probe)
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise DestinationError(f"{probe!r} resolves to {real!r}, outside the publish root {root!r} (a symlink escapes it)")
+
+
+def plan_files(manifest: Manifest, version: int) -> list[PlannedFile]:
+    """Published names: ``{code}_{asset}_{subset}_v{version:03}[_{rep}][.{frame}].{ext}``.
+
+    The representation name is added when it differs from the extension, so that two
+    representations of one extension do not collide.
+    """
+    base = f"{manifest.project_code}_{manifest.asset}_{manifest.subset}_v{version:0>3}"
+    planned: list[PlannedFile] = []
+    taken: dict[str, str] = {}
+    for ri, rep in enumerate(manifest.representations):
+        sequence = len(rep.files) > 1
+        frames: set[str] = set()
+        for fi, src in enumerate(rep.files):
+            field = f"representations[{ri}].files[{fi}]"
+            basename = os.path.basename(src.replace("\\", "/"))
+            m = FRAME_RE.match(basename) if sequence else None
+            if sequence and not m:
+                raise ManifestError(field, f"{basename!r} has no frame number, but representation {rep.name!r} has several files")
+            if m:
+                frame, ext = m.group("frame"), m.group("ext")
+                if frame in frames:
+                    raise ManifestError(field, f"frame {frame} appears twice in representation {rep.name!r}")
+                frames.add(frame)
+            else:
+                em = EXT_RE.search(basename)
+                if not em:
+                    raise ManifestError(field, f"{basename!r} has no file extension")
+                frame, ext = None, em.group(1)
+            suffix = "" if rep.name.lower() == ext.lower() else f"_{rep.name}"
+            name = f"{base}{suffix}{'.' + frame if frame else ''}.{ext}"
+            low = name.lower()
+            if low in taken:
+                raise ManifestError(field, f"publishes to {name!r}, which {taken[low]} already takes "
+                                    "(names must differ even on case-insensitive filesystems)")
+            taken[low] = field
+            planned.append(PlannedFile(rep.name, src, name, frame, ext))
+    return planned

@@ -1,0 +1,198 @@
+"""Load and validate a publish manifest.
+
+Validation is all-or-nothing and happens before the store or the disk is
+touched, so bad input leaves no trace. Every error names the field and the problem.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from .errors import ManifestError
+
+DEFAULT_TEMPLATE = ("{publish_root}/{project[name]}/{hierarchy}/{asset}/publish/"
+                    "{family}/{subset}/v{version:0>3}")
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["project", "asset", "subset", "family", "publish_root", "representations"],
+    "properties": {
+        "project": {
+            "type": "object", "additionalProperties": False, "required": ["name", "code"],
+            "properties": {"name": {"type": "string", "pattern": NAME},
+                           "code": {"type": "string", "pattern": r"^[A-Za-z0-9_]{1,16}$"}},
+        },
+        "asset": {"type": "string", "pattern": NAME},
+        "hierarchy": {"type": "string", "maxLength": 512,
+                      "pattern": r"^([A-Za-z0-9][A-Za-z0-9_-]{0,63})(/[A-Za-z0-9][A-Za-z0-9_-]{0,63})*$"},
+        "task": {"type": "string", "pattern": NAME},
+        "subset": {"type": "string", "pattern": NAME},
+        "family": {"type": "string", "pattern": NAME},
+        "version": {"type": ["integer", "null"], "minimum": 1, "maximum": 99999},
+        "publish_root": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "template": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "representations": {
+            "type": "array", "minItems": 1, "maxItems": 64,
+            "items": {
+                "type": "object", "additionalProperties": False, "required": ["name", "files"],
+                "properties": {
+                    "name": {"type": "string", "pattern": NAME},
+                    "files": {"type": "array", "minItems": 1, "maxItems": 100000,
+                              "items": {"type": "string", "minLength": 1, "maxLength": 4096}},
+                },
+            },
+        },
+        "author": {"type": "string", "maxLength": 256},
+        "comment": {"type": "string", "maxLength": 4096},
+        "source": {"type": "string", "maxLength": 4096},
+        "integrations": {"type": "array", "maxItems": 32,
+                         "items": {"type": "object", "required": ["name"],
+                                   "properties": {"name": {"type": "string", "pattern": NAME},
+                                                  "phase": {"enum": ["gate", "notify"]}}}},
+        "link_mode": {"enum": ["copy", "hardlink"]},
+        "verify": {"enum": ["size", "hash"]},
+    },
+}
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+@dataclass(frozen=True)
+class Representation:
+    name: str
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest, with defaults applied; ``canonical()`` is what the fingerprint hashes."""
+
+    project_name: str
+    project_code: str
+    asset: str
+    hierarchy: str
+    task: str | None
+    subset: str
+    family: str
+    version: int | None
+    publish_root: str
+    template: str
+    representations: tuple[Representation, ...]
+    author: str
+    comment: str
+    source: str
+    integrations: tuple[dict[str, Any], ...] = ()
+    link_mode: str = "copy"
+    verify: str = "size"
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def canonical(self) -> str:
+        """The normalised manifest as canonical JSON (sorted keys, defaults applied)."""
+        doc = {
+            "project": {"name": self.project_name, "code": self.project_code},
+            "asset": self.asset, "hierarchy": self.hierarchy, "task": self.task,
+            "subset": self.subset, "family": self.family, "version": self.version,
+            "publish_root": self.publish_root, "template": self.template,
+            "representations": [{"name": r.name, "files": list(r.files)} for r in self.representations],
+            "author": self.author, "comment": self.comment, "source": self.source,
+            "integrations": list(self.integrations), "link_mode": self.link_mode,
+            "verify": self.verify,
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _field_path(error: jsonschema.ValidationError) -> str:
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    return path.lstrip(".") or "(top level)"
+
+
+def _problem(error: jsonschema.ValidationError) -> str:
+    if error.validator == "pattern":
+        return (f"{error.instance!r} is not allowed (letters, digits, '_' and '-' only, "
+                f"starting with a letter or digit)")
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"unknown field(s) {', '.join(map(repr, extra))}"
+    if error.validator == "required":
+        return error.message.replace("is a required property", "is required")
+    return error.message
+
+
+def parse_manifest(data: Any) -> Manifest:
+    """Validate a decoded manifest and apply defaults; raises ManifestError."""
+    errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: (list(e.absolute_path), e.validator))
+    if errors:
+        first = errors[0]
+        field_path = _field_path(first)
+        if first.validator == "required":
+            missing = first.message.split("'")[1]
+            field_path = f"{field_path}.{missing}" if field_path != "(top level)" else missing
+            raise ManifestError(field_path, "is required")
+        raise ManifestError(field_path, _problem(first))
+    for name in (data["asset"], data["subset"], data["family"], data.get("task") or "x"):
+        if WINDOWS_RESERVED.match(name):
+            raise ManifestError("asset/subset/family/task", f"{name!r} is a reserved name on Windows")
+    seen: dict[str, str] = {}
+    for i, rep in enumerate(data["representations"]):
+        low = rep["name"].lower()
+        if WINDOWS_RESERVED.match(rep["name"]):
+            raise ManifestError(f"representations[{i}].name", f"{rep['name']!r} is a reserved name on Windows")
+        if low in seen:
+            raise ManifestError(f"representations[{i}].name",
+                                f"{rep['name']!r} duplicates representation {seen[low]!r} (names are case-insensitive)")
+        seen[low] = rep["name"]
+        for j, path in enumerate(rep["files"]):
+            _check_source_path(f"representations[{i}].files[{j}]", path)
+    root = data["publish_root"]
+    if "\x00" in root or any(ord(c) < 32 for c in root):
+        raise ManifestError("publish_root", "contains a NUL or control character")
+    if not os.path.isabs(root):
+        raise ManifestError("publish_root", f"{root!r} is not an absolute path")
+    return Manifest(
+        project_name=data["project"]["name"], project_code=data["project"]["code"],
+        asset=data["asset"], hierarchy=data.get("hierarchy") or "", task=data.get("task"),
+        subset=data["subset"], family=data["family"], version=data.get("version"),
+        publish_root=os.path.normpath(root), template=data.get("template") or DEFAULT_TEMPLATE,
+        representations=tuple(Representation(r["name"], tuple(r["files"])) for r in data["representations"]),
+        author=data.get("author") or "", comment=data.get("comment") or "",
+        source=data.get("source") or "", integrations=tuple(data.get("integrations") or ()),
+        link_mode=data.get("link_mode") or "copy", verify=data.get("verify") or "size", raw=data,
+    )
+
+
+def _check_source_path(field_name: str, path: str) -> None:
+    if "\x00" in path or any(ord(c) < 32 for c in path):
+        raise ManifestError(field_name, "contains a NUL or control character")
+    if not os.path.isabs(path):
+        raise ManifestError(field_name, f"{path!r} is not an absolute path")
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read, decode and validate the manifest file at ``path``."""
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise ManifestError("--manifest", f"file {os.fspath(path)!r} does not exist") from None
+    except OSError as exc:
+        raise ManifestError("--manifest", f"cannot read {os.fspath(path)!r}: {exc.strerror}") from None
+    if len(blob) > MAX_MANIFEST_BYTES:
+        raise ManifestError("--manifest", f"file is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        text = blob.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ManifestError("--manifest", f"is not UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError("--manifest", f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return parse_manifest(data)

@@ -1,0 +1,330 @@
+"""One publish attempt: manifest -> reserve -> stage -> (integrate) -> commit, or roll back.
+
+The lifecycle and its invariants are design.md sections 3 and 5. Every write to the
+record is fenced by this attempt's epoch; every step is idempotent, so any attempt can
+resume or roll forward what an earlier one left.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..idempotency import records as R
+from ..idempotency.keys import KeyError_, deadline_key, fingerprint, short_hash
+from ..idempotency.lease import LeaseKeeper
+from ..idempotency.records import Identity, utcnow
+from ..idempotency.store import Store, open_store
+from . import failpoints, progress
+from .classify import classify, classify_oserror
+from .commit import move_into_place, read_marker, write_marker
+from .documents import parent_documents, version_documents
+from .errors import (PERMANENT, ManifestError, PublishError, RolledBack, Superseded)
+from .guard import StopGuard
+from .layout import check_inside_root, plan_files, version_dir
+from .manifest import Manifest, load_manifest
+from .outcome import EXIT_OK, Outcome
+from .staging import check_sources, fsync_dir, stage
+
+ORDER = {s: i for i, s in enumerate(R.STATES)}
+
+
+@dataclass
+class Policy:
+    """Tunables of one attempt (the farm-level ones arrive with the retry policy)."""
+
+    lease_seconds: float = 60.0
+    threads: int = 4
+
+
+@dataclass
+class Request:
+    manifest_path: str
+    job_id: str
+    task_id: str
+    worker: str
+    store_uri: str | None = None
+    policy: Policy = field(default_factory=Policy)
+
+
+def run(req: Request, guard: StopGuard | None = None) -> Outcome:
+    """Run one attempt and return its outcome; never raises for a classified failure."""
+    guard = guard or StopGuard()
+    try:
+        manifest = load_manifest(req.manifest_path)
+        try:
+            key = deadline_key(req.job_id, req.task_id)
+        except KeyError_ as exc:
+            raise ManifestError(exc.field, exc.problem, "fix the job submission") from None
+        plan_files(manifest, 1)
+        version_dir(manifest, 1)
+        if manifest.integrations:
+            raise ManifestError("integrations[0].name", f"unknown integration {manifest.integrations[0]['name']!r}")
+    except PublishError as exc:
+        return Outcome.from_error(exc, decision="nothing was written; the job fails without retries")
+    try:
+        store = open_store(req.store_uri)
+    except PublishError as exc:
+        return Outcome.from_error(exc, key=key)
+    try:
+        return Attempt(store, manifest, key, req, guard).run()
+    finally:
+        store.close()
+
+
+class Attempt:
+    def __init__(self, store: Store, manifest: Manifest, key: str, req: Request, guard: StopGuard):
+        self.store, self.manifest, self.key, self.req, self.guard = store, manifest, key, req, guard
+        self.fingerprint = fingerprint(manifest.canonical())
+        self.who = Identity(attempt=uuid.uuid4().hex, worker=req.worker)
+        self.epoch = 0
+        self.index = 0
+        self.rec: dict[str, Any] = {}
+        self.state = R.NEW
+
+    # -- entry -------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        existing = self.store.records.get(self.key)
+        try:
+            if existing and existing["fingerprint"] != self.fingerprint:
+                self.store.records.acquire(self.key, self.fingerprint, self.who, 0, {})  # raises mismatch
+            if existing and existing["state"] == R.PUBLISHED:
+                return self._already(existing)
+            if existing and existing["state"] == R.ROLLED_BACK:
+                raise self._rolled_back(existing)
+            if not existing or existing["state"] not in (R.COMMITTING, R.ROLLING_BACK):
+                self._preflight(existing)
+        except PublishError as exc:
+            return Outcome.from_error(exc, key=self.key)
+        try:
+            self.rec = self.store.records.acquire(
+                self.key, self.fingerprint, self.who, self.req.policy.lease_seconds,
+                {"job_id": self.req.job_id, "task_id": int(self.req.task_id),
+                 "subset": {"project": self.manifest.project_name, "asset": self.manifest.asset,
+                            "subset": self.manifest.subset}})
+        except PublishError as exc:
+            return Outcome.from_error(exc, key=self.key)
+        except Exception as exc:  # store errors while taking the lease
+            return Outcome.from_error(classify(exc), key=self.key)
+        if self.rec["state"] == R.PUBLISHED:
+            return self._already(self.rec)
+        if self.rec["state"] == R.ROLLED_BACK:
+            return Outcome.from_error(self._rolled_back(self.rec), key=self.key)
+        self.epoch, self.index, self.state = self.rec["epoch"], len(self.rec["attempts"]) - 1, self.rec["state"]
+        keeper = LeaseKeeper(self.store.records, self.key, self.epoch, self.req.policy.lease_seconds)
+        self.guard.extra_checks.append(keeper.check)
+        with keeper:
+            return self._work()
+
+    def _work(self) -> Outcome:
+        progress.status(f"publishing {self.key} (epoch {self.epoch}, worker {self.req.worker})")
+        try:
+            failpoints.hit("lease.acquired")
+            if self.state == R.ROLLING_BACK:
+                reason = (self.rec.get("error") or {}).get("message", "an earlier permanent failure")
+                self._rollback(reason)
+                raise RolledBack(f"finished the rollback an earlier attempt started ({reason})")
+            if ORDER[self.state] < ORDER[R.COMMITTING]:
+                self._reserve()
+                self._stage()
+                self._set(R.COMMITTING, committed_at=utcnow())
+                failpoints.hit("commit.begin")
+            stats = self._commit()
+        except BaseException as raw:
+            if isinstance(raw, (KeyboardInterrupt, SystemExit)):
+                raise
+            exc = classify(raw)
+            return self._fail(exc)
+        self._finish("published", None, None)
+        progress.status(f"published v{self.rec['version']:0>3} at {self.rec['final_dir']}")
+        return Outcome("published", key=self.key, version=self.rec["version"], final_dir=self.rec["final_dir"],
+                       message=f"published version {self.rec['version']} of {self.manifest.subset} at "
+                               f"{self.rec['final_dir']} (epoch {self.epoch})",
+                       exit_code=EXIT_OK, extra={"epoch": self.epoch, **stats})
+
+    # -- steps ---------------------------------------------------------------------------
+    def _preflight(self, existing: dict[str, Any] | None) -> None:
+        """Checks that need no store write: publish root and sources visible and usable here."""
+        root = self.manifest.publish_root
+        worker = self.req.worker
+        try:
+            if not os.path.isdir(root):
+                raise FileNotFoundError(2, "missing", root)
+            if not os.access(root, os.W_OK | os.X_OK):
+                raise PermissionError(13, "denied", root)
+        except OSError as exc:
+            raise classify_oserror(exc, "publish-root", root, worker) from None
+        try:
+            check_sources(plan_files(self.manifest, 1), worker)
+            check_inside_root(version_dir(self.manifest, 1), root)
+        except PublishError as exc:
+            if exc.failure_class == PERMANENT and existing and existing["state"] not in R.TERMINAL:
+                self._rollback_after_preflight(exc)
+            raise
+
+    def _rollback_after_preflight(self, exc: PublishError) -> None:
+        """A permanent pre-flight failure with an earlier partial attempt: undo that attempt."""
+        try:
+            self.rec = self.store.records.acquire(self.key, self.fingerprint, self.who,
+                                                  self.req.policy.lease_seconds, {})
+        except PublishError:
+            return  # someone else holds it: they will meet the same failure
+        self.epoch, self.index, self.state = self.rec["epoch"], len(self.rec["attempts"]) - 1, self.rec["state"]
+        if self.state in R.TERMINAL:
+            return
+        self._rollback(exc.cause)
+        self._finish(PERMANENT, PERMANENT, exc.cause)
+
+    def _reserve(self) -> None:
+        m, cat = self.manifest, self.store.catalog
+
+        def taken_by(number: int) -> str | None:
+            final = version_dir(m, number)
+            if os.path.lexists(final):
+                marker = read_marker(final)
+                if not marker or marker.get("key") != self.key:
+                    owner = f"publish {marker['key']}" if marker else "nobody (no atomic-publish marker)"
+                    if m.version is None:
+                        progress.info(f"warning: version folder {final} exists and belongs to {owner}; "
+                                      "skipping that number (run `atomic-publish audit`)")
+                    return f"folder {final} belongs to {owner}"
+            holder = cat.version_holder(m.project_name, m.asset, m.subset, number)
+            if holder is not None and holder != self.key:
+                return f"a version document made by {holder or 'a publish outside atomic-publish'}"
+            return None
+
+        version = self.store.reservations.reserve(
+            self.key, m.project_name, m.asset, m.subset, m.version,
+            cat.highest_version(m.project_name, m.asset, m.subset), taken_by)
+        final_dir = version_dir(m, version)
+        check_inside_root(final_dir, m.publish_root)
+        staging_dir = os.path.join(os.path.dirname(final_dir),
+                                   f".{os.path.basename(final_dir)}.staging-{short_hash(self.key)}-e{self.epoch}")
+        self._set(R.STAGING, version=version, final_dir=final_dir, staging_dir=staging_dir,
+                  **{f"staging_dirs.{self.epoch}": staging_dir})
+        self.rec.setdefault("staging_dirs", {})[str(self.epoch)] = staging_dir
+        failpoints.hit("reserve.after")
+        progress.status(f"reserved v{version:0>3} for {m.subset}")
+
+    def _stage(self) -> None:
+        m, rec = self.manifest, self.rec
+        staging_dir, final_dir = rec["staging_dir"], rec["final_dir"]
+        try:
+            os.makedirs(os.path.dirname(final_dir), exist_ok=True)
+            os.makedirs(staging_dir, exist_ok=True)
+        except OSError as exc:
+            raise classify_oserror(exc, "staging", staging_dir, self.req.worker) from None
+        check_inside_root(staging_dir, m.publish_root)
+        failpoints.hit("stage.begin")
+        plan = plan_files(m, rec["version"])
+
+        def checkpoint(batch: dict[str, dict[str, Any]]) -> None:
+            self._fenced({"$set": {f"files.{fid}": entry for fid, entry in batch.items()}})
+
+        stats = stage(plan, staging_dir, self.epoch, rec.get("files") or {}, rec.get("staging_dirs") or {},
+                      m.link_mode, m.verify, self.req.worker, checkpoint, self.guard.check,
+                      threads=self.req.policy.threads)
+        self.guard.check()
+        old = {ep: d for ep, d in (rec.get("staging_dirs") or {}).items() if ep != str(self.epoch)}
+        for folder in old.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        write_marker(staging_dir, {"key": self.key, "job_id": self.req.job_id, "task_id": int(self.req.task_id),
+                                   "version": rec["version"], "fingerprint": self.fingerprint,
+                                   "files": sorted(p.name for p in plan)})
+        fsync_dir(staging_dir)
+        unset = {f"staging_dirs.{ep}": "" for ep in old}
+        self._set(R.STAGED, _unset=unset, stage_stats={
+            "copied_files": stats.copied_files, "copied_bytes": stats.copied_bytes,
+            "reused_files": stats.reused_files, "reused_bytes": stats.reused_bytes,
+            "linked_files": stats.linked_files})
+        self.rec["files"] = {**(rec.get("files") or {}), **stats.entries}
+        for ep in old:
+            self.rec["staging_dirs"].pop(ep, None)
+        failpoints.hit("staged")
+        progress.status(f"staged {len(plan)} files ({stats.copied_files} copied, {stats.reused_files} reused)")
+
+    def _commit(self) -> dict[str, Any]:
+        """Roll forward from COMMITTING: rename, documents, PUBLISHED. Every step idempotent."""
+        self.guard.check()
+        rec = self.store.records.get(self.key)
+        if rec is None or rec["epoch"] != self.epoch:
+            raise Superseded(f"epoch {self.epoch} of {self.key} was superseded before the commit")
+        self.rec = rec
+        m = self.manifest
+        result = move_into_place(rec["staging_dir"], rec["final_dir"], self.key)
+        failpoints.hit("commit.rename")
+        self.guard.check()
+        plan = plan_files(m, rec["version"])
+        parents, subset_doc = parent_documents(m)
+        cat = self.store.catalog
+        asset_doc = cat.find_asset(m.project_name, m.asset)
+        asset_id = asset_doc["_id"] if asset_doc else parents[1]["_id"]
+        existing_subset = cat.find_subset(m.project_name, asset_id, m.subset)
+        subset_doc = existing_subset or {**subset_doc, "parent": asset_id}
+        version_doc, reps = version_documents(m, self.key, rec, plan, rec["final_dir"], subset_doc["_id"])
+        inserted = cat.insert_publish(m.project_name, [] if asset_doc else parents, subset_doc, version_doc, reps)
+        failpoints.hit("commit.documents")
+        self.store.reservations.mark_committed(self.key)
+        self._set(R.PUBLISHED, published_at=utcnow(), staging_dir=None, staging_dirs={})
+        failpoints.hit("commit.published")
+        stats = dict(rec.get("stage_stats") or {})
+        stats.update(rename=result, documents_inserted=inserted)
+        return stats
+
+    def _rollback(self, reason: str) -> None:
+        """Undo everything before COMMITTING; idempotent, so a crash midway is finished later."""
+        self._set(R.ROLLING_BACK, error={"class": PERMANENT, "message": reason})
+        failpoints.hit("rollback.begin")
+        rec = self.store.records.get(self.key) or self.rec
+        for folder in (rec.get("staging_dirs") or {}).values():
+            shutil.rmtree(folder, ignore_errors=True)
+        failpoints.hit("rollback.staging")
+        self.store.reservations.release(self.key)
+        failpoints.hit("rollback.reservation")
+        self._set(R.ROLLED_BACK, rolled_back_at=utcnow(), staging_dirs={}, staging_dir=None, files={})
+
+    # -- endings -------------------------------------------------------------------------
+    def _fail(self, exc: PublishError) -> Outcome:
+        if isinstance(exc, Superseded):
+            return Outcome.from_error(exc, key=self.key, decision="this attempt changed nothing more")
+        decision = None
+        if exc.failure_class == PERMANENT and ORDER.get(self.state, 0) < ORDER[R.COMMITTING]:
+            try:
+                self._rollback(exc.cause)
+            except Superseded as lost:
+                return Outcome.from_error(lost, key=self.key, decision="this attempt changed nothing more")
+            except Exception as inner:  # rollback resumes in the next attempt
+                decision = f"rollback interrupted ({classify(inner).cause}); the next attempt finishes it"
+        outcome = Outcome.from_error(exc, key=self.key, version=self.rec.get("version"),
+                                     final_dir=self.rec.get("final_dir"), decision=decision)
+        try:
+            self._finish(exc.failure_class, exc.failure_class, outcome.message)
+        except Exception:
+            pass  # lease expiry releases it; the outcome stands
+        return outcome
+
+    def _finish(self, outcome: str, error_class: str | None, message: str | None) -> None:
+        self.store.records.finish_attempt(self.key, self.epoch, self.index, outcome, error_class, message)
+
+    def _already(self, rec: dict[str, Any]) -> Outcome:
+        return Outcome("already-published", key=self.key, version=rec["version"], final_dir=rec["final_dir"],
+                       message=f"version {rec['version']} was already published by an earlier attempt at "
+                               f"{rec['final_dir']}; nothing changed", exit_code=EXIT_OK)
+
+    def _rolled_back(self, rec: dict[str, Any]) -> RolledBack:
+        reason = (rec.get("error") or {}).get("message", "a permanent failure")
+        return RolledBack(f"this publish ({self.key}) was rolled back earlier: {reason}")
+
+    # -- record writes -------------------------------------------------------------------
+    def _fenced(self, update: dict[str, Any]) -> None:
+        self.store.records.fenced(self.key, self.epoch, update)
+
+    def _set(self, state: str, _unset: dict[str, str] | None = None, **fields: Any) -> None:
+        update: dict[str, Any] = {"$set": {"state": state, **fields}}
+        if _unset:
+            update["$unset"] = _unset
+        self._fenced(update)
+        self.state = state
+        self.rec.update({k: v for k, v in fields.items() if "." not in k}, state=state)

@@ -1,0 +1,252 @@
+"""Stage a version's files into its epoch's staging folder, resuming what earlier epochs did.
+
+A file already staged and verified by an earlier epoch (same source size and mtime,
+staged copy untouched) is moved into this epoch's folder, not copied again. Progress is
+saved to the record in batches, never one database round trip per file.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import xxhash
+
+from . import failpoints
+from .classify import classify_oserror
+from .errors import PublishError, SourceError, SourceUnreachable
+from .layout import PlannedFile
+from .progress import Progress
+
+CHUNK = 4 * 1024 * 1024
+HASH_TYPE = "xxh3_128"
+LINK_FALLBACK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
+CHECKPOINT_SECONDS = 1.0
+CHECKPOINT_FILES = 512
+
+
+def file_id(name: str) -> str:
+    """Record field name of a published file (file names hold dots, which MongoDB paths cannot)."""
+    return hashlib.blake2b(name.encode("utf-8"), digest_size=8).hexdigest()
+
+
+@dataclass
+class StageStats:
+    copied_files: int = 0
+    copied_bytes: int = 0
+    reused_files: int = 0
+    reused_bytes: int = 0
+    linked_files: int = 0
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _source_stat(path: str, worker: str) -> os.stat_result:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and not os.path.isdir(os.path.dirname(path)):
+            raise SourceUnreachable(f"worker {worker} cannot see the source folder "
+                                    f"{os.path.dirname(path)} of {path}") from None
+        raise classify_oserror(exc, "source", path, worker) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (FIFO, socket or device)"
+        raise SourceError(f"source {path} is {kind}")
+    return st
+
+
+def check_sources(plan: list[PlannedFile], worker: str) -> dict[str, os.stat_result]:
+    """Pre-flight: every source exists, is a regular file and is readable here."""
+    stats: dict[str, os.stat_result] = {}
+    for item in plan:
+        st = _source_stat(item.source, worker)
+        if not os.access(item.source, os.R_OK):
+            raise classify_oserror(PermissionError(errno.EACCES, "denied"), "source", item.source, worker)
+        stats[item.source] = st
+    return stats
+
+
+def _hash_file(path: str) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def copy_file(src: str, dst: str, mode: str, verify: str, worker: str) -> dict[str, Any]:
+    """Copy (or hardlink) ``src`` to ``dst``, fsync it, and return its verified entry."""
+    st0 = _source_stat(src, worker)
+    linked = False
+    if mode == "hardlink":
+        try:
+            if os.path.lexists(dst):
+                os.unlink(dst)
+            os.link(src, dst)
+            linked = True
+        except OSError as exc:
+            if exc.errno not in LINK_FALLBACK_ERRNOS:
+                raise classify_oserror(exc, "staging", dst, worker) from None
+    if linked:
+        digest, total = _hash_file(src), st0.st_size
+    else:
+        h = xxhash.xxh3_128()
+        total = 0
+        try:
+            fin = open(src, "rb", buffering=0)
+        except OSError as exc:
+            raise classify_oserror(exc, "source", src, worker) from None
+        with fin:
+            try:
+                fout = open(dst, "wb", buffering=0)
+            except OSError as exc:
+                raise classify_oserror(exc, "staging", dst, worker) from None
+            with fout:
+                buf = bytearray(CHUNK)
+                view = memoryview(buf)
+                while True:
+                    try:
+                        n = fin.readinto(buf)
+                    except OSError as exc:
+                        raise classify_oserror(exc, "source", src, worker) from None
+                    if not n:
+                        break
+                    h.update(view[:n])
+                    try:
+                        fout.write(view[:n])
+                    except OSError as exc:
+                        raise classify_oserror(exc, "staging", dst, worker) from None
+                    total += n
+                try:
+                    os.fsync(fout.fileno())
+                except OSError as exc:
+                    raise classify_oserror(exc, "staging", dst, worker) from None
+        digest = h.hexdigest()
+    st1 = _source_stat(src, worker)
+    if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns) or total != st0.st_size:
+        raise SourceError(f"source {src} changed while it was copied ({st0.st_size} -> {st1.st_size} bytes)",
+                          "make sure the render has finished writing before the publish runs, then resubmit")
+    dst_st = os.stat(dst)
+    if dst_st.st_size != total:
+        raise SourceError(f"staged copy {dst} has {dst_st.st_size} bytes, expected {total}")
+    if verify == "hash" and not linked and _hash_file(dst) != digest:
+        raise SourceError(f"staged copy {dst} does not match its source {src} (hash differs)")
+    return {"src": src, "size": total, "src_mtime_ns": st0.st_mtime_ns, "hash": digest,
+            "hash_type": HASH_TYPE, "staged_mtime_ns": dst_st.st_mtime_ns, "linked": linked}
+
+
+def _reusable(entry: dict[str, Any] | None, item: PlannedFile, src_st: os.stat_result,
+              staging_dirs: dict[str, str]) -> str | None:
+    """Where a verified copy of ``item`` from an earlier epoch lies, if it can be reused."""
+    if not entry or entry.get("src") != item.source:
+        return None
+    if (entry["size"], entry["src_mtime_ns"]) != (src_st.st_size, src_st.st_mtime_ns):
+        return None
+    folder = staging_dirs.get(str(entry.get("epoch")))
+    if not folder:
+        return None
+    path = os.path.join(folder, item.name)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_size != entry["size"] or st.st_mtime_ns != entry["staged_mtime_ns"]:
+        return None
+    return path
+
+
+def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str, dict[str, Any]],
+          staging_dirs: dict[str, str], mode: str, verify: str, worker: str,
+          checkpoint: Callable[[dict[str, dict[str, Any]]], None], guard: Callable[[], None],
+          threads: int = 4) -> StageStats:
+    """Stage every planned file into ``staging_dir``; returns the verified entries by file id."""
+    stats = StageStats()
+    src_stats = check_sources(plan, worker)
+    progress = Progress(len(plan), sum(s.st_size for s in src_stats.values()))
+    pending: dict[str, dict[str, Any]] = {}
+    last_flush = time.monotonic()
+
+    def record(item: PlannedFile, entry: dict[str, Any]) -> None:
+        nonlocal last_flush
+        entry = {**entry, "name": item.name, "representation": item.representation, "epoch": epoch}
+        fid = file_id(item.name)
+        stats.entries[fid] = entry
+        pending[fid] = entry
+        progress.advance(entry["size"])
+        failpoints.hit("stage.file")
+        if len(pending) >= CHECKPOINT_FILES or time.monotonic() - last_flush >= CHECKPOINT_SECONDS:
+            checkpoint(dict(pending))
+            pending.clear()
+            last_flush = time.monotonic()
+            failpoints.hit("stage.checkpoint")
+
+    to_copy: list[PlannedFile] = []
+    for item in plan:
+        fid = file_id(item.name)
+        old = _reusable(known.get(fid), item, src_stats[item.source], staging_dirs)
+        target = os.path.join(staging_dir, item.name)
+        if old is None:
+            to_copy.append(item)
+            continue
+        if old != target:
+            try:
+                os.replace(old, target)  # same filesystem: a rename, not a copy
+            except OSError as exc:
+                raise classify_oserror(exc, "staging", target, worker) from None
+        stats.reused_files += 1
+        stats.reused_bytes += known[fid]["size"]
+        record(item, {k: v for k, v in known[fid].items() if k not in ("name", "representation", "epoch")})
+    guard()
+
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="stage") as pool:
+        queue = iter(to_copy)
+        running = {}
+        for item in queue:
+            running[pool.submit(copy_file, item.source, os.path.join(staging_dir, item.name), mode, verify, worker)] = item
+            if len(running) >= threads * 2:
+                break
+        try:
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    item = running.pop(fut)
+                    entry = fut.result()
+                    stats.copied_files += 1
+                    stats.copied_bytes += entry["size"]
+                    stats.linked_files += entry["linked"]
+                    record(item, entry)
+                    guard()
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        running[pool.submit(copy_file, nxt.source, os.path.join(staging_dir, nxt.name),
+                                            mode, verify, worker)] = nxt
+        except BaseException:
+            for fut in running:
+                fut.cancel()
+            raise
+    if pending:
+        checkpoint(dict(pending))
+    return stats
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new entry in ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+__all__ = ["stage", "copy_file", "check_sources", "file_id", "fsync_dir", "StageStats", "PublishError"]
