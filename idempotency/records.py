@@ -111,6 +111,8 @@ class Records:
                     f"manifest (fingerprint {rec['fingerprint'][:19]}…, now {fingerprint[:19]}…); nothing was changed")
             if rec["state"] in TERMINAL:
                 return rec
+            if (rec.get("lease") or {}).get("attempt") == who.attempt:
+                return rec  # our own write whose answer was lost, retried
             if lease_is_live(rec.get("lease"), now):
                 held = rec["lease"]
                 raise LeaseHeld(f"attempt {held['attempt'][:8]} on {held.get('worker')} ({held.get('host')}, "
@@ -135,7 +137,7 @@ class Records:
     def _attempt(who: Identity, now: dt.datetime, epoch: int) -> dict[str, Any]:
         return {"attempt": who.attempt, "worker": who.worker, "host": who.host, "pid": who.pid,
                 "epoch": epoch, "start": now, "end": None, "outcome": None,
-                "error_class": None, "message": None}
+                "error_class": None, "error_type": None, "message": None}
 
     def fenced(self, key: str, epoch: int, update: dict[str, Any]) -> None:
         """Apply ``update`` only while ``epoch`` is current; raises Superseded otherwise."""
@@ -151,12 +153,12 @@ class Records:
         self.fenced(key, epoch, {"$set": {"lease.expires_at": utcnow() + dt.timedelta(seconds=seconds)}})
 
     def finish_attempt(self, key: str, epoch: int, index: int, outcome: str, error_class: str | None,
-                       message: str | None, release: bool = True) -> None:
+                       message: str | None, error_type: str | None = None, release: bool = True) -> None:
         """Close this attempt's history entry and (normally) release the lease, fenced."""
         prefix = f"attempts.{index}"
         update: dict[str, Any] = {"$set": {f"{prefix}.end": utcnow(), f"{prefix}.outcome": outcome,
                                            f"{prefix}.error_class": error_class,
-                                           f"{prefix}.message": message}}
+                                           f"{prefix}.message": message, f"{prefix}.error_type": error_type}}
         if release:
             update["$set"]["lease"] = None
         self.fenced(key, epoch, update)

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from conftest import publish
+from helpers import publish
 
 
 def assert_no_trace(render, store):
@@ -106,7 +106,13 @@ def test_missing_publish_root_is_worker_local(render, env, store):
     proc, out = publish(render.write_manifest(publish_root=str(render.root / "not-mounted")), env)
     assert proc.returncode == 77
     assert "cannot see the publish root" in out["message"] and "deny-listed" in out["message"]
-    assert store.records.col.count_documents({}) == 0
+    # A worker-local failure is remembered (for escalation across workers), and nothing else is written.
+    rec = store.records.get("deadline10:job1:0")
+    assert rec["state"] == "NEW" and rec["lease"] is None and rec["version"] is None and rec["files"] == {}
+    assert [(a["outcome"], a["error_type"], a["worker"]) for a in rec["attempts"]] == [
+        ("worker-local", "PublishRootUnavailable", "test-worker")]
+    assert store.reservations.col.count_documents({}) == 0
+    assert render.tree() == []
 
 
 def test_bad_job_id(render, env, store):

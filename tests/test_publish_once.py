@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from conftest import CLI, Render, last_json, publish
+from helpers import CLI, Render, publish
 
 FINAL = Path("demo/shots/sq01/sh010/publish/render/renderCompMain")
 
@@ -139,7 +137,7 @@ def test_next_free_number_follows_existing_versions(render, env, store):
 
 
 def test_status_shows_the_record(render, env):
-    from conftest import run_cli
+    from helpers import run_cli
 
     publish(render.write_manifest(), env)
     proc = run_cli(["status", "--key", "deadline10:job1:0", "--json"], env, check=True)

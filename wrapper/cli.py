@@ -9,13 +9,18 @@ from typing import Any, Callable
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .escalation import Limits
     from .guard import StopGuard
     from .publish import Policy, Request, run
+    from .retry import RetryPolicy
 
     guard = StopGuard().install()
+    policy = Policy(lease_seconds=args.lease_seconds, threads=args.threads,
+                    retry=RetryPolicy(attempts=args.retry_attempts, budget=args.retry_budget),
+                    limits=Limits(max_key_attempts=args.max_key_attempts,
+                                  max_failing_workers=args.max_failing_workers))
     outcome = run(Request(manifest_path=args.manifest, job_id=args.job_id, task_id=args.task_id,
-                          worker=args.worker, store_uri=args.store,
-                          policy=Policy(lease_seconds=args.lease_seconds, threads=args.threads)), guard)
+                          worker=args.worker, store_uri=args.store, policy=policy), guard)
     outcome.emit(args.json)
     return outcome.exit_code
 
@@ -101,6 +106,13 @@ def _cmd_failpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atomic-publish",
                                      description="Exactly-once, all-or-nothing publishing on a Deadline farm.")
@@ -114,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="mongodb:// URI (default: $ATOMIC_PUBLISH_STORE or the embedded store)")
     p.add_argument("--lease-seconds", type=float, default=60.0, help="lease duration, renewed while working")
     p.add_argument("--threads", type=int, default=4, help="parallel file copies")
+    p.add_argument("--retry-attempts", type=_positive_int, default=5,
+                   help="in-process tries of one operation that can blip (default 5)")
+    p.add_argument("--retry-budget", type=float, default=60.0,
+                   help="seconds the in-process retries of one operation may take (default 60)")
+    p.add_argument("--max-key-attempts", type=_positive_int, default=6,
+                   help="failed attempts of this publish across the farm before it is permanent (default 6)")
+    p.add_argument("--max-failing-workers", type=_positive_int, default=3,
+                   help="distinct workers failing with the same error before it is permanent (default 3)")
+    p.add_argument("--on-permanent-error", choices=["fail-job", "fail-task"], default="fail-job",
+                   help="what the Deadline plugin does on a permanent error (the wrapper rolls back either way)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=_cmd_run)
 
@@ -139,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands implemented elsewhere: (name, "module path"); each module has configure_parser(p) and main(args).
 EXTRA_COMMANDS: list[tuple[str, str]] = [
+    ("submit", "atomic_publish.deadline_plugin.submit"),
+    ("farm", "atomic_publish.deadline_plugin.farm"),
     ("demo", "atomic_publish.wrapper.demo"),
 ]
 

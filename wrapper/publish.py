@@ -10,18 +10,19 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..idempotency import records as R
 from ..idempotency.keys import KeyError_, deadline_key, fingerprint, short_hash
 from ..idempotency.lease import LeaseKeeper
 from ..idempotency.records import Identity, utcnow
 from ..idempotency.store import Store, open_store
-from . import failpoints, progress
+from . import failpoints, progress, retry
 from .classify import classify, classify_oserror
 from .commit import move_into_place, read_marker, write_marker
 from .documents import parent_documents, version_documents
-from .errors import (PERMANENT, ManifestError, PublishError, RolledBack, Superseded)
+from .errors import BUSY, PERMANENT, ManifestError, PublishError, RolledBack, Superseded
+from .escalation import Limits, error_type, escalate
 from .guard import StopGuard
 from .layout import check_inside_root, plan_files, version_dir
 from .manifest import Manifest, load_manifest
@@ -29,14 +30,17 @@ from .outcome import EXIT_OK, Outcome
 from .staging import check_sources, fsync_dir, stage
 
 ORDER = {s: i for i, s in enumerate(R.STATES)}
+T = TypeVar("T")
 
 
 @dataclass
 class Policy:
-    """Tunables of one attempt (the farm-level ones arrive with the retry policy)."""
+    """Tunables of one attempt; the Deadline plugin fills them from the plugin info."""
 
     lease_seconds: float = 60.0
     threads: int = 4
+    retry: retry.RetryPolicy = field(default_factory=retry.RetryPolicy)
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
@@ -65,9 +69,10 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
     except PublishError as exc:
         return Outcome.from_error(exc, decision="nothing was written; the job fails without retries")
     try:
-        store = open_store(req.store_uri)
-    except PublishError as exc:
-        return Outcome.from_error(exc, key=key)
+        store = retry.call("connect to the store", req.policy.retry, open_store, req.store_uri,
+                           stop_event=guard.stopping)
+    except Exception as exc:
+        return Outcome.from_error(classify(exc), key=key)
     try:
         return Attempt(store, manifest, key, req, guard).run()
     finally:
@@ -84,39 +89,48 @@ class Attempt:
         self.rec: dict[str, Any] = {}
         self.state = R.NEW
 
+    def _r(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
+        """One leaf operation under the in-process retry policy."""
+        return retry.call(operation, self.req.policy.retry, fn, *args, stop_event=self.guard.stopping)
+
     # -- entry -------------------------------------------------------------------------
     def run(self) -> Outcome:
-        existing = self.store.records.get(self.key)
         try:
+            existing = self._r("read the record", self.store.records.get, self.key)
             if existing and existing["fingerprint"] != self.fingerprint:
-                self.store.records.acquire(self.key, self.fingerprint, self.who, 0, {})  # raises mismatch
+                self._acquire()  # raises FingerprintMismatch without writing
             if existing and existing["state"] == R.PUBLISHED:
                 return self._already(existing)
             if existing and existing["state"] == R.ROLLED_BACK:
                 raise self._rolled_back(existing)
-            if not existing or existing["state"] not in (R.COMMITTING, R.ROLLING_BACK):
-                self._preflight(existing)
-        except PublishError as exc:
-            return Outcome.from_error(exc, key=self.key)
+        except Exception as exc:
+            return Outcome.from_error(classify(exc), key=self.key)
+        if not existing or existing["state"] not in (R.COMMITTING, R.ROLLING_BACK):
+            try:
+                self._preflight()
+            except PublishError as exc:
+                return self._preflight_failed(exc, existing)
         try:
-            self.rec = self.store.records.acquire(
-                self.key, self.fingerprint, self.who, self.req.policy.lease_seconds,
-                {"job_id": self.req.job_id, "task_id": int(self.req.task_id),
-                 "subset": {"project": self.manifest.project_name, "asset": self.manifest.asset,
-                            "subset": self.manifest.subset}})
-        except PublishError as exc:
-            return Outcome.from_error(exc, key=self.key)
-        except Exception as exc:  # store errors while taking the lease
+            self._acquire()
+        except Exception as exc:
             return Outcome.from_error(classify(exc), key=self.key)
         if self.rec["state"] == R.PUBLISHED:
             return self._already(self.rec)
         if self.rec["state"] == R.ROLLED_BACK:
             return Outcome.from_error(self._rolled_back(self.rec), key=self.key)
-        self.epoch, self.index, self.state = self.rec["epoch"], len(self.rec["attempts"]) - 1, self.rec["state"]
         keeper = LeaseKeeper(self.store.records, self.key, self.epoch, self.req.policy.lease_seconds)
         self.guard.extra_checks.append(keeper.check)
         with keeper:
             return self._work()
+
+    def _acquire(self) -> None:
+        m = self.manifest
+        self.rec = self._r("take the lease", self.store.records.acquire, self.key, self.fingerprint, self.who,
+                           self.req.policy.lease_seconds,
+                           {"job_id": self.req.job_id, "task_id": int(self.req.task_id),
+                            "subset": {"project": m.project_name, "asset": m.asset, "subset": m.subset}})
+        self.epoch, self.state = self.rec["epoch"], self.rec["state"]
+        self.index = len(self.rec["attempts"]) - 1
 
     def _work(self) -> Outcome:
         progress.status(f"publishing {self.key} (epoch {self.epoch}, worker {self.req.worker})")
@@ -135,8 +149,7 @@ class Attempt:
         except BaseException as raw:
             if isinstance(raw, (KeyboardInterrupt, SystemExit)):
                 raise
-            exc = classify(raw)
-            return self._fail(exc)
+            return self._fail(classify(raw))
         self._finish("published", None, None)
         progress.status(f"published v{self.rec['version']:0>3} at {self.rec['final_dir']}")
         return Outcome("published", key=self.key, version=self.rec["version"], final_dir=self.rec["final_dir"],
@@ -144,8 +157,8 @@ class Attempt:
                                f"{self.rec['final_dir']} (epoch {self.epoch})",
                        exit_code=EXIT_OK, extra={"epoch": self.epoch, **stats})
 
-    # -- steps ---------------------------------------------------------------------------
-    def _preflight(self, existing: dict[str, Any] | None) -> None:
+    # -- pre-flight --------------------------------------------------------------------
+    def _preflight(self) -> None:
         """Checks that need no store write: publish root and sources visible and usable here."""
         root = self.manifest.publish_root
         worker = self.req.worker
@@ -156,27 +169,23 @@ class Attempt:
                 raise PermissionError(13, "denied", root)
         except OSError as exc:
             raise classify_oserror(exc, "publish-root", root, worker) from None
-        try:
-            check_sources(plan_files(self.manifest, 1), worker)
-            check_inside_root(version_dir(self.manifest, 1), root)
-        except PublishError as exc:
-            if exc.failure_class == PERMANENT and existing and existing["state"] not in R.TERMINAL:
-                self._rollback_after_preflight(exc)
-            raise
+        check_sources(plan_files(self.manifest, 1), worker)
+        check_inside_root(version_dir(self.manifest, 1), root)
 
-    def _rollback_after_preflight(self, exc: PublishError) -> None:
-        """A permanent pre-flight failure with an earlier partial attempt: undo that attempt."""
+    def _preflight_failed(self, exc: PublishError, existing: dict[str, Any] | None) -> Outcome:
+        """A permanent pre-flight failure leaves no trace (or rolls back an earlier partial
+        attempt); another failure is written to the attempt history, for escalation."""
+        if exc.failure_class == PERMANENT and not (existing and existing["state"] not in R.TERMINAL):
+            return Outcome.from_error(exc, key=self.key, decision="nothing was written; the job fails without retries")
         try:
-            self.rec = self.store.records.acquire(self.key, self.fingerprint, self.who,
-                                                  self.req.policy.lease_seconds, {})
-        except PublishError:
-            return  # someone else holds it: they will meet the same failure
-        self.epoch, self.index, self.state = self.rec["epoch"], len(self.rec["attempts"]) - 1, self.rec["state"]
+            self._acquire()
+        except Exception:
+            return Outcome.from_error(exc, key=self.key)  # someone else holds it; nothing recorded
         if self.state in R.TERMINAL:
-            return
-        self._rollback(exc.cause)
-        self._finish(PERMANENT, PERMANENT, exc.cause)
+            return Outcome.from_error(exc, key=self.key)
+        return self._fail(exc)
 
+    # -- steps ---------------------------------------------------------------------------
     def _reserve(self) -> None:
         m, cat = self.manifest, self.store.catalog
 
@@ -195,9 +204,12 @@ class Attempt:
                 return f"a version document made by {holder or 'a publish outside atomic-publish'}"
             return None
 
-        version = self.store.reservations.reserve(
-            self.key, m.project_name, m.asset, m.subset, m.version,
-            cat.highest_version(m.project_name, m.asset, m.subset), taken_by)
+        def reserve() -> int:
+            return self.store.reservations.reserve(
+                self.key, m.project_name, m.asset, m.subset, m.version,
+                cat.highest_version(m.project_name, m.asset, m.subset), taken_by)
+
+        version = self._r("reserve a version number", reserve)
         final_dir = version_dir(m, version)
         check_inside_root(final_dir, m.publish_root)
         staging_dir = os.path.join(os.path.dirname(final_dir),
@@ -221,11 +233,11 @@ class Attempt:
         plan = plan_files(m, rec["version"])
 
         def checkpoint(batch: dict[str, dict[str, Any]]) -> None:
-            self._fenced({"$set": {f"files.{fid}": entry for fid, entry in batch.items()}})
+            self._fenced({"$set": {f"files.{fid}": entry for fid, entry in batch.items()}}, "save staging progress")
 
         stats = stage(plan, staging_dir, self.epoch, rec.get("files") or {}, rec.get("staging_dirs") or {},
                       m.link_mode, m.verify, self.req.worker, checkpoint, self.guard.check,
-                      threads=self.req.policy.threads)
+                      threads=self.req.policy.threads, retry=self._r)
         self.guard.check()
         old = {ep: d for ep, d in (rec.get("staging_dirs") or {}).items() if ep != str(self.epoch)}
         for folder in old.values():
@@ -234,8 +246,7 @@ class Attempt:
                                    "version": rec["version"], "fingerprint": self.fingerprint,
                                    "files": sorted(p.name for p in plan)})
         fsync_dir(staging_dir)
-        unset = {f"staging_dirs.{ep}": "" for ep in old}
-        self._set(R.STAGED, _unset=unset, stage_stats={
+        self._set(R.STAGED, _unset={f"staging_dirs.{ep}": "" for ep in old}, stage_stats={
             "copied_files": stats.copied_files, "copied_bytes": stats.copied_bytes,
             "reused_files": stats.reused_files, "reused_bytes": stats.reused_bytes,
             "linked_files": stats.linked_files})
@@ -248,25 +259,29 @@ class Attempt:
     def _commit(self) -> dict[str, Any]:
         """Roll forward from COMMITTING: rename, documents, PUBLISHED. Every step idempotent."""
         self.guard.check()
-        rec = self.store.records.get(self.key)
+        rec = self._r("read the record", self.store.records.get, self.key)
         if rec is None or rec["epoch"] != self.epoch:
             raise Superseded(f"epoch {self.epoch} of {self.key} was superseded before the commit")
         self.rec = rec
         m = self.manifest
-        result = move_into_place(rec["staging_dir"], rec["final_dir"], self.key)
+        result = self._r("rename the staging folder into place", move_into_place,
+                         rec["staging_dir"], rec["final_dir"], self.key)
         failpoints.hit("commit.rename")
         self.guard.check()
         plan = plan_files(m, rec["version"])
-        parents, subset_doc = parent_documents(m)
         cat = self.store.catalog
-        asset_doc = cat.find_asset(m.project_name, m.asset)
-        asset_id = asset_doc["_id"] if asset_doc else parents[1]["_id"]
-        existing_subset = cat.find_subset(m.project_name, asset_id, m.subset)
-        subset_doc = existing_subset or {**subset_doc, "parent": asset_id}
-        version_doc, reps = version_documents(m, self.key, rec, plan, rec["final_dir"], subset_doc["_id"])
-        inserted = cat.insert_publish(m.project_name, [] if asset_doc else parents, subset_doc, version_doc, reps)
+
+        def insert_documents() -> int:
+            parents, subset_doc = parent_documents(m)
+            asset_doc = cat.find_asset(m.project_name, m.asset)
+            asset_id = asset_doc["_id"] if asset_doc else parents[1]["_id"]
+            subset_doc = cat.find_subset(m.project_name, asset_id, m.subset) or {**subset_doc, "parent": asset_id}
+            version_doc, reps = version_documents(m, self.key, rec, plan, rec["final_dir"], subset_doc["_id"])
+            return cat.insert_publish(m.project_name, [] if asset_doc else parents, subset_doc, version_doc, reps)
+
+        inserted = self._r("insert the documents", insert_documents)
         failpoints.hit("commit.documents")
-        self.store.reservations.mark_committed(self.key)
+        self._r("mark the reservation committed", self.store.reservations.mark_committed, self.key)
         self._set(R.PUBLISHED, published_at=utcnow(), staging_dir=None, staging_dirs={})
         failpoints.hit("commit.published")
         stats = dict(rec.get("stage_stats") or {})
@@ -277,11 +292,11 @@ class Attempt:
         """Undo everything before COMMITTING; idempotent, so a crash midway is finished later."""
         self._set(R.ROLLING_BACK, error={"class": PERMANENT, "message": reason})
         failpoints.hit("rollback.begin")
-        rec = self.store.records.get(self.key) or self.rec
+        rec = self._r("read the record", self.store.records.get, self.key) or self.rec
         for folder in (rec.get("staging_dirs") or {}).values():
             shutil.rmtree(folder, ignore_errors=True)
         failpoints.hit("rollback.staging")
-        self.store.reservations.release(self.key)
+        self._r("release the reservation", self.store.reservations.release, self.key)
         failpoints.hit("rollback.reservation")
         self._set(R.ROLLED_BACK, rolled_back_at=utcnow(), staging_dirs={}, staging_dir=None, files={})
 
@@ -289,24 +304,30 @@ class Attempt:
     def _fail(self, exc: PublishError) -> Outcome:
         if isinstance(exc, Superseded):
             return Outcome.from_error(exc, key=self.key, decision="this attempt changed nothing more")
+        before_commit = ORDER.get(self.state, 0) < ORDER[R.COMMITTING]
+        if before_commit and exc.failure_class != BUSY:
+            exc = escalate(exc, (self.rec.get("attempts") or [])[:self.index], self.req.worker,
+                           self.req.policy.limits)
         decision = None
-        if exc.failure_class == PERMANENT and ORDER.get(self.state, 0) < ORDER[R.COMMITTING]:
+        if exc.failure_class == PERMANENT and before_commit:
             try:
                 self._rollback(exc.cause)
             except Superseded as lost:
                 return Outcome.from_error(lost, key=self.key, decision="this attempt changed nothing more")
-            except Exception as inner:  # rollback resumes in the next attempt
+            except Exception as inner:  # the next attempt finishes the rollback
                 decision = f"rollback interrupted ({classify(inner).cause}); the next attempt finishes it"
         outcome = Outcome.from_error(exc, key=self.key, version=self.rec.get("version"),
                                      final_dir=self.rec.get("final_dir"), decision=decision)
         try:
-            self._finish(exc.failure_class, exc.failure_class, outcome.message)
+            self._finish(exc.failure_class, exc.failure_class, outcome.message, error_type(exc))
         except Exception:
-            pass  # lease expiry releases it; the outcome stands
+            pass  # the lease expires on its own; the outcome stands
         return outcome
 
-    def _finish(self, outcome: str, error_class: str | None, message: str | None) -> None:
-        self.store.records.finish_attempt(self.key, self.epoch, self.index, outcome, error_class, message)
+    def _finish(self, outcome: str, error_class: str | None, message: str | None,
+                error_kind: str | None = None) -> None:
+        self._r("close the attempt", self.store.records.finish_attempt, self.key, self.epoch, self.index,
+                outcome, error_class, message, error_kind)
 
     def _already(self, rec: dict[str, Any]) -> Outcome:
         return Outcome("already-published", key=self.key, version=rec["version"], final_dir=rec["final_dir"],
@@ -318,13 +339,13 @@ class Attempt:
         return RolledBack(f"this publish ({self.key}) was rolled back earlier: {reason}")
 
     # -- record writes -------------------------------------------------------------------
-    def _fenced(self, update: dict[str, Any]) -> None:
-        self.store.records.fenced(self.key, self.epoch, update)
+    def _fenced(self, update: dict[str, Any], operation: str = "update the record") -> None:
+        self._r(operation, self.store.records.fenced, self.key, self.epoch, update)
 
     def _set(self, state: str, _unset: dict[str, str] | None = None, **fields: Any) -> None:
         update: dict[str, Any] = {"$set": {"state": state, **fields}}
         if _unset:
             update["$unset"] = _unset
-        self._fenced(update)
+        self._fenced(update, f"record state {state}")
         self.state = state
         self.rec.update({k: v for k, v in fields.items() if "." not in k}, state=state)

@@ -47,7 +47,15 @@ class StageStats:
 
 def _source_stat(path: str, worker: str) -> os.stat_result:
     try:
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            # NFS caches negative lookups: list the folder to revalidate it, then look again.
+            try:
+                os.listdir(os.path.dirname(path))
+            except OSError:
+                pass
+            st = os.stat(path)
     except OSError as exc:
         if exc.errno == errno.ENOENT and not os.path.isdir(os.path.dirname(path)):
             raise SourceUnreachable(f"worker {worker} cannot see the source folder "
@@ -164,8 +172,16 @@ def _reusable(entry: dict[str, Any] | None, item: PlannedFile, src_st: os.stat_r
 def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str, dict[str, Any]],
           staging_dirs: dict[str, str], mode: str, verify: str, worker: str,
           checkpoint: Callable[[dict[str, dict[str, Any]]], None], guard: Callable[[], None],
-          threads: int = 4) -> StageStats:
-    """Stage every planned file into ``staging_dir``; returns the verified entries by file id."""
+          threads: int = 4, retry: Callable[..., Any] | None = None) -> StageStats:
+    """Stage every planned file into ``staging_dir``; returns the verified entries by file id.
+
+    ``retry(operation, fn, *args)`` runs one file copy under the in-process retry policy.
+    """
+    retry = retry or (lambda _op, fn, *a: fn(*a))
+
+    def copy_one(item: PlannedFile) -> dict[str, Any]:
+        return retry(f"copy {item.name}", copy_file, item.source, os.path.join(staging_dir, item.name),
+                     mode, verify, worker)
     stats = StageStats()
     src_stats = check_sources(plan, worker)
     progress = Progress(len(plan), sum(s.st_size for s in src_stats.values()))
@@ -208,7 +224,7 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
         queue = iter(to_copy)
         running = {}
         for item in queue:
-            running[pool.submit(copy_file, item.source, os.path.join(staging_dir, item.name), mode, verify, worker)] = item
+            running[pool.submit(copy_one, item)] = item
             if len(running) >= threads * 2:
                 break
         try:
@@ -224,8 +240,7 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
                     guard()
                     nxt = next(queue, None)
                     if nxt is not None:
-                        running[pool.submit(copy_file, nxt.source, os.path.join(staging_dir, nxt.name),
-                                            mode, verify, worker)] = nxt
+                        running[pool.submit(copy_one, nxt)] = nxt
         except BaseException:
             for fut in running:
                 fut.cancel()

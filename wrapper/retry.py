@@ -1,0 +1,81 @@
+"""In-process retries of operations that can blip, built from tenacity's strategies.
+
+One layer only: each leaf operation (a store call, a file copy, a rename, an integration
+call) is retried on its own; no retried block contains another. Only transient failures
+are retried, within a bounded number of attempts and a bounded total time, with
+exponential backoff and jitter (or the server's Retry-After), one log line per retry.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from tenacity import (RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay,
+                      stop_when_event_set, wait_exponential_jitter)
+from tenacity.wait import wait_base
+
+from . import progress
+from .classify import classify
+from .errors import TRANSIENT, Interrupted, Superseded
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5          # tries of one operation, the first included
+    budget: float = 60.0       # seconds all tries of one operation may take
+    initial: float = 0.5       # first backoff
+    max_wait: float = 15.0     # longest single backoff
+
+
+def _retryable(exc: BaseException) -> bool:
+    from .failpoints import FailpointError
+
+    if isinstance(exc, (Interrupted, Superseded, FailpointError)):
+        return False
+    return classify(exc).failure_class == TRANSIENT
+
+
+class _wait_backoff_or_retry_after(wait_base):
+    """Exponential backoff with jitter, or the server's Retry-After when it asks for longer."""
+
+    def __init__(self, policy: RetryPolicy):
+        self.backoff = wait_exponential_jitter(initial=policy.initial, max=policy.max_wait, jitter=policy.initial)
+        self.cap = policy.budget
+
+    def __call__(self, state: RetryCallState) -> float:
+        wait = self.backoff(state)
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after:
+            wait = max(wait, float(retry_after))
+        return min(wait, self.cap)
+
+
+def _log_retry(operation: str, policy: RetryPolicy) -> Callable[[RetryCallState], None]:
+    def log(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        err = classify(exc) if exc else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        progress.info(f"retry {operation}: {type(exc).__name__}: {err.cause if err else exc}; "
+                      f"try {state.attempt_number}/{policy.attempts} failed, waiting {wait:.1f}s")
+    return log
+
+
+def retrying(operation: str, policy: RetryPolicy, stop_event: threading.Event | None = None) -> Retrying:
+    stop = stop_after_attempt(policy.attempts) | stop_before_delay(policy.budget)
+    if stop_event is not None:
+        stop = stop | stop_when_event_set(stop_event)
+    return Retrying(retry=retry_if_exception(_retryable), stop=stop, wait=_wait_backoff_or_retry_after(policy),
+                    before_sleep=_log_retry(operation, policy), reraise=True)
+
+
+def call(operation: str, policy: RetryPolicy, fn: Callable[..., T], *args, stop_event: threading.Event | None = None,
+         **kwargs) -> T:
+    """Run ``fn`` under ``policy``; the last exception is re-raised when retries run out."""
+    for attempt in retrying(operation, policy, stop_event):
+        with attempt:
+            return fn(*args, **kwargs)
+    raise AssertionError("unreachable")
