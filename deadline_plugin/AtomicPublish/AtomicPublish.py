@@ -1,0 +1,239 @@
+"""AtomicPublish: Deadline 10 Simple plugin that runs `atomic-publish run` for one task.
+
+Thin on purpose: it builds the wrapper's command line and environment, feeds the wrapper's
+`[atomic-publish]` lines to the Monitor and turns the wrapper's exit code into a Deadline action.
+All publishing logic lives in the wrapper (see docs/contract.md and docs/deadline.md).
+It runs in Deadline's own Python: standard library and Deadline.* only.
+"""
+import os
+import tempfile
+
+from Deadline.Plugins import *
+from Deadline.Scripting import *
+
+PROGRESS_REGEX = r"\[atomic-publish\] progress ([0-9.]+)%"
+STATUS_REGEX = r"\[atomic-publish\] status (.*)"
+RESULT_REGEX = r"\[atomic-publish\] result (\S+) exit=(\d+) class=(\S+): (.*)"
+
+EXIT_SUCCESS = 0
+EXIT_TRANSIENT = 75
+EXIT_BUSY = 76
+EXIT_WORKER_LOCAL = 77
+EXIT_PERMANENT = 78
+
+# plugin-info key -> wrapper option; passed only when the key is set (docs/contract.md)
+POLICY_OPTIONS = (
+    ("RetryAttempts", "--retry-attempts"),
+    ("RetryBudgetSeconds", "--retry-budget"),
+    ("MaxKeyAttempts", "--max-key-attempts"),
+    ("MaxFailingWorkers", "--max-failing-workers"),
+    ("OnPermanentError", "--on-permanent-error"),
+)
+ON_PERMANENT_ERROR_VALUES = ("fail-job", "fail-task")
+
+
+def GetDeadlinePlugin():
+    return AtomicPublishPlugin()
+
+
+def CleanupDeadlinePlugin(deadlinePlugin):
+    deadlinePlugin.Cleanup()
+
+
+def QuoteArgument(argument):
+    """Quote one argument for Deadline's argument string (Windows command-line rules).
+
+    Deadline splits RenderArgument like a command line. Quoting only what needs it, and
+    doubling backslashes only before a quote, gives the same argv under CommandLineToArgvW
+    rules and under a POSIX shell-like split (the local farm's shlex), for paths without
+    runs of backslashes inside quotes.
+    """
+    text = str(argument)
+    if text and not any(c in text for c in ' \t\n\v"\\\'$`'):
+        return text
+    quoted = []
+    backslashes = 0
+    for char in text:
+        if char == "\\":
+            backslashes += 1
+            continue
+        if char == '"':
+            quoted.append("\\" * (backslashes * 2 + 1) + '"')
+        else:
+            quoted.append("\\" * backslashes + char)
+        backslashes = 0
+    quoted.append("\\" * (backslashes * 2))
+    return '"' + "".join(quoted) + '"'
+
+
+def DescribeExitCode(exitCode):
+    """Name an exit code the contract does not list, for the error report."""
+    if exitCode < 0:
+        return "killed by signal %d" % -exitCode
+    if exitCode == 1:
+        return "the wrapper crashed"
+    return "not an atomic-publish exit code"
+
+
+class AtomicPublishPlugin(DeadlinePlugin):
+    def __init__(self):
+        super().__init__()
+        self.InitializeProcessCallback += self.InitializeProcess
+        self.PreRenderTasksCallback += self.PreRenderTasks
+        self.RenderExecutableCallback += self.RenderExecutable
+        self.RenderArgumentCallback += self.RenderArgument
+        self.CheckExitCodeCallback += self.CheckExitCode
+        self.PostRenderTasksCallback += self.PostRenderTasks
+        self.resultLine = ""
+        self.storeFile = ""
+
+    def Cleanup(self):
+        for stdoutHandler in self.StdoutHandlers:
+            del stdoutHandler.HandleCallback
+        del self.InitializeProcessCallback
+        del self.PreRenderTasksCallback
+        del self.RenderExecutableCallback
+        del self.RenderArgumentCallback
+        del self.CheckExitCodeCallback
+        del self.PostRenderTasksCallback
+        self.RemoveStoreFile()
+
+    # -- setup -------------------------------------------------------------------------------
+    def InitializeProcess(self):
+        self.PluginType = PluginType.Simple
+        self.SingleFramesOnly = False
+        self.StdoutHandling = True
+        self.UseProcessTree = True
+        self.AddStdoutHandlerCallback(PROGRESS_REGEX).HandleCallback += self.HandleProgress
+        self.AddStdoutHandlerCallback(STATUS_REGEX).HandleCallback += self.HandleStatus
+        self.AddStdoutHandlerCallback(RESULT_REGEX).HandleCallback += self.HandleResult
+
+    def PreRenderTasks(self):
+        self.resultLine = ""
+        onPermanentError = self.OnPermanentError()
+        if onPermanentError not in ON_PERMANENT_ERROR_VALUES:
+            self.FailRender("AtomicPublish: plugin info OnPermanentError=%s is invalid; use one of %s "
+                            "(resubmit the job with a valid value)"
+                            % (onPermanentError, ", ".join(ON_PERMANENT_ERROR_VALUES)))
+        storeUri = self.GetConfigEntryWithDefault("StoreUri", "").strip()
+        if storeUri:
+            # Through a 0600 file, never SetProcessEnvironmentVariable: Deadline logs its values.
+            handle, self.storeFile = tempfile.mkstemp(
+                prefix="atomic-publish-store-", suffix=".uri", dir=self.GetJobsDataDirectory())
+            with os.fdopen(handle, "w") as stream:
+                stream.write(storeUri + "\n")
+            self.SetProcessEnvironmentVariable("ATOMIC_PUBLISH_STORE_FILE", self.storeFile)
+            self.LogInfo("AtomicPublish: store URI from the plugin configuration (StoreUri), "
+                         "passed to the wrapper in a 0600 file")
+
+    def OnPermanentError(self):
+        return self.GetPluginInfoEntryWithDefault("OnPermanentError", "").strip() or "fail-job"
+
+    # -- command line ------------------------------------------------------------------------
+    def RenderExecutable(self):
+        candidates = self.GetConfigEntryWithDefault("AtomicPublishExecutable", "")
+        executable = FileUtils.SearchFileList(candidates)
+        if executable == "":
+            decision = self.DenyListThisWorker()
+            self.FailRender(
+                "AtomicPublish: no atomic-publish executable on worker %s; none of these exists: %s. "
+                "Install atomic-publish on this worker (pip install atomic-publish) or add its path "
+                "in Monitor > Tools > Configure Plugins > AtomicPublish > Executable; %s"
+                % (self.GetSlaveName(), candidates or "(empty list)", decision))
+        return executable
+
+    def RenderArgument(self):
+        arguments = [
+            "run",
+            "--manifest", self.MappedManifest(),
+            "--job-id", self.GetJob().JobId,
+            "--task-id", self.GetCurrentTaskId(),
+            "--worker", self.GetSlaveName(),
+        ]
+        for key, option in POLICY_OPTIONS:
+            value = self.GetPluginInfoEntryWithDefault(key, "").strip()
+            if value:
+                arguments.extend([option, value])
+        return " ".join(QuoteArgument(argument) for argument in arguments)
+
+    def MappedManifest(self):
+        """Apply Deadline path mapping to the manifest path and to the paths inside it."""
+        manifest = self.GetPluginInfoEntryWithDefault("Manifest", "").strip()
+        if manifest == "":
+            self.FailRender("AtomicPublish: plugin info has no Manifest entry; resubmit the job "
+                            "with `atomic-publish submit`")
+        manifest = RepositoryUtils.CheckPathMapping(manifest)
+        if not os.path.isfile(manifest):
+            # Let the wrapper read the path and classify the problem itself.
+            self.LogWarning("AtomicPublish: manifest %s not found on this worker" % manifest)
+            return manifest
+        extension = os.path.splitext(manifest)[1]
+        mapped = os.path.join(self.GetJobsDataDirectory(),
+                              "manifest.task%s.mapped%s" % (self.GetCurrentTaskId(), extension))
+        RepositoryUtils.CheckPathMappingInFile(manifest, mapped)
+        return mapped
+
+    # -- stdout ------------------------------------------------------------------------------
+    def HandleProgress(self):
+        self.SetProgress(float(self.GetRegexMatch(1)))
+
+    def HandleStatus(self):
+        self.SetStatusMessage(self.GetRegexMatch(1))
+
+    def HandleResult(self):
+        self.resultLine = "%s (exit=%s class=%s): %s" % (
+            self.GetRegexMatch(1), self.GetRegexMatch(2), self.GetRegexMatch(3), self.GetRegexMatch(4))
+
+    # -- outcome -----------------------------------------------------------------------------
+    def CheckExitCode(self, exitCode):
+        self.RemoveStoreFile()
+        if exitCode == EXIT_SUCCESS:
+            return
+        result = self.resultLine or "atomic-publish printed no result line"
+        if exitCode in (EXIT_TRANSIENT, EXIT_BUSY):
+            decision = "task error, Deadline requeues the task"
+        elif exitCode == EXIT_WORKER_LOCAL:
+            decision = self.DenyListThisWorker()
+        elif exitCode == EXIT_PERMANENT:
+            decision = self.FailPermanently()
+        else:
+            decision = ("unexpected exit code %d (%s): task error, requeued; check this task's log "
+                        "for the wrapper's output (traceback, kill) before it retries"
+                        % (exitCode, DescribeExitCode(exitCode)))
+        self.FailRender("%s; AtomicPublish: %s" % (result, decision))
+
+    def DenyListThisWorker(self):
+        """Keep this worker off this job, whichever mode the job's machine-limit list is in."""
+        worker = self.GetSlaveName()
+        jobId = self.GetJob().JobId
+        try:
+            job = RepositoryUtils.GetJob(jobId, True)
+            if job.JobWhitelistFlag:
+                RepositoryUtils.RemoveSlavesFromMachineLimitList(jobId, [worker])
+                return "worker %s removed from the allow list of job %s" % (worker, jobId)
+            RepositoryUtils.AddSlavesToMachineLimitList(jobId, [worker])
+            return "worker %s deny-listed for job %s" % (worker, jobId)
+        except Exception as error:
+            return "could not deny-list worker %s for job %s (%s); task error" % (worker, jobId, error)
+
+    def FailPermanently(self):
+        job = self.GetJob()
+        try:
+            if self.OnPermanentError() == "fail-task":
+                RepositoryUtils.FailTasks(job, [self.GetCurrentTask()])
+                return "permanent error, task %s failed (OnPermanentError=fail-task)" % self.GetCurrentTaskId()
+            RepositoryUtils.FailJob(job)
+            return "permanent error, job %s failed" % job.JobId
+        except Exception as error:
+            return "permanent error, but failing job %s did not work (%s); fail it in the Monitor" % (job.JobId, error)
+
+    def PostRenderTasks(self):
+        self.RemoveStoreFile()
+
+    def RemoveStoreFile(self):
+        if self.storeFile:
+            try:
+                os.remove(self.storeFile)
+            except OSError:
+                pass
+            self.storeFile = ""
