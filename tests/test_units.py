@@ -34,7 +34,9 @@ def test_defaults_and_fingerprint():
     m = parse_manifest(BASE)
     assert m.template == DEFAULT_TEMPLATE and m.version is None and m.hierarchy == ""
     same = parse_manifest({**BASE, "template": DEFAULT_TEMPLATE, "version": None})
-    assert fingerprint(m.canonical()) == fingerprint(same.canonical())
+    assert m.normalised() == same.normalised()
+    reordered = parse_manifest(dict(reversed(list(BASE.items()))))
+    assert fingerprint(m.canonical()) == fingerprint(reordered.canonical())
     assert fingerprint(m.canonical()) != fingerprint(parse_manifest({**BASE, "comment": "x"}).canonical())
 
 

@@ -20,7 +20,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     limits=Limits(max_key_attempts=args.max_key_attempts,
                                   max_failing_workers=args.max_failing_workers))
     outcome = run(Request(manifest_path=args.manifest, job_id=args.job_id, task_id=args.task_id,
-                          worker=args.worker, store_uri=args.store, policy=policy), guard)
+                          worker=args.worker, store_uri=args.store, policy=policy,
+                          submitted_manifest_path=args.submitted_manifest), guard)
     outcome.emit(args.json)
     return outcome.exit_code
 
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run one publish attempt")
     p.add_argument("--manifest", required=True, help="path of the publish manifest (JSON)")
+    p.add_argument("--submitted-manifest", default=None,
+                   help="the manifest as submitted, before Deadline path mapping: its canonical JSON is the "
+                        "fingerprint, the same on every worker (default: --manifest)")
     p.add_argument("--job-id", required=True, help="Deadline JobId (part of the idempotency key)")
     p.add_argument("--task-id", required=True, help="Deadline TaskId (part of the idempotency key)")
     p.add_argument("--worker", default=None, help="worker name for the lease and history (default: host name)")

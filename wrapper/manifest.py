@@ -96,6 +96,10 @@ class Manifest:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def canonical(self) -> str:
+        """The manifest as given, as canonical JSON (what the fingerprint hashes by default)."""
+        return canonical_json(self.raw)
+
+    def normalised(self) -> str:
         """The normalised manifest as canonical JSON (sorted keys, defaults applied)."""
         doc = {
             "project": {"name": self.project_name, "code": self.project_code},
@@ -107,7 +111,7 @@ class Manifest:
             "integrations": list(self.integrations), "link_mode": self.link_mode,
             "verify": self.verify,
         }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return canonical_json(doc)
 
 
 def _field_path(error: jsonschema.ValidationError) -> str:
@@ -176,23 +180,32 @@ def _check_source_path(field_name: str, path: str) -> None:
         raise ManifestError(field_name, f"{path!r} is not an absolute path")
 
 
-def load_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Read, decode and validate the manifest file at ``path``."""
+def canonical_json(data: Any) -> str:
+    """The canonical text of a decoded JSON document (sorted keys, no spaces): what the fingerprint hashes."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def read_json(path: str | os.PathLike[str], field: str = "--manifest") -> Any:
+    """Read and decode a manifest file without validating it."""
     try:
         with open(path, "rb") as fh:
             blob = fh.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
-        raise ManifestError("--manifest", f"file {os.fspath(path)!r} does not exist") from None
+        raise ManifestError(field, f"file {os.fspath(path)!r} does not exist") from None
     except OSError as exc:
-        raise ManifestError("--manifest", f"cannot read {os.fspath(path)!r}: {exc.strerror}") from None
+        raise ManifestError(field, f"cannot read {os.fspath(path)!r}: {exc.strerror}") from None
     if len(blob) > MAX_MANIFEST_BYTES:
-        raise ManifestError("--manifest", f"file is larger than {MAX_MANIFEST_BYTES} bytes")
+        raise ManifestError(field, f"file is larger than {MAX_MANIFEST_BYTES} bytes")
     try:
         text = blob.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ManifestError("--manifest", f"is not UTF-8 (byte {exc.start})") from None
+        raise ManifestError(field, f"is not UTF-8 (byte {exc.start})") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ManifestError("--manifest", f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    return parse_manifest(data)
+        raise ManifestError(field, f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read, decode and validate the manifest file at ``path``."""
+    return parse_manifest(read_json(path))

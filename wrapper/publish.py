@@ -25,7 +25,7 @@ from .errors import BUSY, PERMANENT, ManifestError, PublishError, RolledBack, Su
 from .escalation import Limits, error_type, escalate
 from .guard import StopGuard
 from .layout import check_inside_root, plan_files, version_dir
-from .manifest import Manifest, load_manifest
+from .manifest import Manifest, canonical_json, load_manifest, read_json
 from .outcome import EXIT_OK, Outcome
 from .staging import check_sources, fsync_dir, stage
 
@@ -51,6 +51,7 @@ class Request:
     worker: str
     store_uri: str | None = None
     policy: Policy = field(default_factory=Policy)
+    submitted_manifest_path: str | None = None  # before Deadline path mapping: the fingerprint's source
 
 
 def run(req: Request, guard: StopGuard | None = None) -> Outcome:
@@ -66,6 +67,9 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
         version_dir(manifest, 1)
         if manifest.integrations:
             raise ManifestError("integrations[0].name", f"unknown integration {manifest.integrations[0]['name']!r}")
+        submitted = (read_json(req.submitted_manifest_path, "--submitted-manifest")
+                     if req.submitted_manifest_path else manifest.raw)
+        print_ = fingerprint(canonical_json(submitted))
     except PublishError as exc:
         return Outcome.from_error(exc, decision="nothing was written; the job fails without retries")
     try:
@@ -74,15 +78,16 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
     except Exception as exc:
         return Outcome.from_error(classify(exc), key=key)
     try:
-        return Attempt(store, manifest, key, req, guard).run()
+        return Attempt(store, manifest, key, print_, req, guard).run()
     finally:
         store.close()
 
 
 class Attempt:
-    def __init__(self, store: Store, manifest: Manifest, key: str, req: Request, guard: StopGuard):
+    def __init__(self, store: Store, manifest: Manifest, key: str, fingerprint_: str, req: Request,
+                 guard: StopGuard):
         self.store, self.manifest, self.key, self.req, self.guard = store, manifest, key, req, guard
-        self.fingerprint = fingerprint(manifest.canonical())
+        self.fingerprint = fingerprint_
         self.who = Identity(attempt=uuid.uuid4().hex, worker=req.worker)
         self.epoch = 0
         self.index = 0

@@ -143,9 +143,11 @@ class AtomicPublishPlugin(DeadlinePlugin):
         return executable
 
     def RenderArgument(self):
+        submitted = self.SubmittedManifest()
         arguments = [
             "run",
-            "--manifest", self.MappedManifest(),
+            "--manifest", self.MappedCopy(submitted),
+            "--submitted-manifest", submitted,
             "--job-id", self.GetJob().JobId,
             "--task-id", self.GetCurrentTaskId(),
             "--worker", self.GetSlaveName(),
@@ -156,13 +158,18 @@ class AtomicPublishPlugin(DeadlinePlugin):
                 arguments.extend([option, value])
         return " ".join(QuoteArgument(argument) for argument in arguments)
 
-    def MappedManifest(self):
-        """Apply Deadline path mapping to the manifest path and to the paths inside it."""
+    def SubmittedManifest(self):
+        """The submitted manifest file, at its path-mapped location on this worker.
+
+        Its content, unmapped, is the publish's fingerprint: the same on every platform."""
         manifest = self.GetPluginInfoEntryWithDefault("Manifest", "").strip()
         if manifest == "":
             self.FailRender("AtomicPublish: plugin info has no Manifest entry; resubmit the job "
                             "with `atomic-publish submit`")
-        manifest = RepositoryUtils.CheckPathMapping(manifest)
+        return RepositoryUtils.CheckPathMapping(manifest)
+
+    def MappedCopy(self, manifest):
+        """A copy of the manifest with Deadline path mapping applied to the paths inside it."""
         if not os.path.isfile(manifest):
             # Let the wrapper read the path and classify the problem itself.
             self.LogWarning("AtomicPublish: manifest %s not found on this worker" % manifest)

@@ -166,21 +166,23 @@ def test_arguments_and_policy_options(run_task, calls, tmp_path: Path) -> None:
                          "MaxFailingWorkers=2\nOnPermanentError=fail-job\n", jobs_data=jobs_data)
     argv = calls()[0]["argv"]
     manifest_copy = str(jobs_data / "manifest.task0.mapped.json")
-    assert argv == ["run", "--manifest", manifest_copy, "--job-id", job["job_id"], "--task-id", "0",
+    assert argv == ["run", "--manifest", manifest_copy, "--submitted-manifest", argv[4], "--job-id", job["job_id"], "--task-id", "0",
                     "--worker", "worker-1", "--retry-attempts", "3", "--max-key-attempts", "4",
                     "--max-failing-workers", "2", "--on-permanent-error", "fail-job"]
 
 
 def test_no_policy_options_when_keys_are_absent(run_task, calls) -> None:
     run_task(0)
-    assert len(calls()[0]["argv"]) == 9  # run + 4 options, nothing more
+    assert len(calls()[0]["argv"]) == 11  # run + 5 options, nothing more
 
 
 def test_path_mapping_of_the_manifest_path_and_contents(run_task, calls, manifest: Path) -> None:
     env = {"ATOMIC_PUBLISH_FARM_PATH_MAPPING": f"/studio/shared=>{manifest.parent};/x/projects=>/x/offline/projects"}
     outcome, _, _ = run_task(0, env=env, manifest_entry="/studio/shared/manifest.json")
     assert outcome.ok
-    copy = Path(calls()[0]["argv"][2])
+    argv = calls()[0]["argv"]
+    copy = Path(argv[2])
+    assert argv[3:5] == ["--submitted-manifest", str(manifest)]  # the original, for the fingerprint
     assert copy.read_text() == '{"root": "/x/offline/projects/show/shot"}\n'
     assert manifest.read_text() == '{"root": "/x/projects/show/shot"}\n'  # the shared file is untouched
 
