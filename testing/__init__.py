@@ -216,8 +216,11 @@ def spawn_fake(module: str, args: list[str], banner: str, timeout: float = 20.0,
     Used by tests that kill and restart a fake to prove that its state survives.
     The caller owns the process: terminate() it and wait().
     """
+    # stderr goes to a file, not a pipe: nobody drains it while the fake runs, and a
+    # full pipe would block the fake.
+    errors = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=errors, text=True, env=env)
     deadline = time.monotonic() + timeout
     found: list[str] = []
 
@@ -232,6 +235,8 @@ def spawn_fake(module: str, args: list[str], banner: str, timeout: float = 20.0,
     reader.join(max(0.0, deadline - time.monotonic()))
     if not found:
         proc.kill()
-        _, err = proc.communicate(timeout=5)
-        raise RuntimeError(f"{module} did not print {banner}= within {timeout}s; stderr:\n{err}")
+        proc.wait(timeout=5)
+        errors.seek(0)
+        raise RuntimeError(f"{module} did not print {banner}= within {timeout}s; stderr:\n{errors.read()}")
+    errors.close()  # the child keeps its own descriptor
     return proc, found[0]

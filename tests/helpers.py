@@ -66,3 +66,20 @@ def publish(manifest: Path, env: dict, job: str = "job1", task: str = "0", *extr
     proc = run_cli(["run", "--manifest", str(manifest), "--job-id", job, "--task-id", task,
                     "--worker", "test-worker", "--json", *extra], env, timeout=timeout)
     return proc, last_json(proc)
+
+
+def submit_and_farm(manifest: Path, out: Path, env: dict, *farm_args: str, submit_args: tuple[str, ...] = (),
+                    timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict]:
+    """`atomic-publish submit` then `atomic-publish farm --json`; returns the farm's process and JSON."""
+    run_cli(["submit", str(manifest), "--out", str(out), *submit_args], env, check=True)
+    proc = run_cli(["farm", str(out / "job_info.job"), str(out / "plugin_info.job"), "--json",
+                    "--dir", str(out / "farm"), *farm_args], env, timeout=timeout)
+    return proc, last_json(proc)
+
+
+def delayed(*workers: str, seconds: float = 2.0) -> list[str]:
+    """--worker-env arguments that bring ``workers`` online later than worker-1."""
+    args: list[str] = []
+    for w in workers:
+        args += ["--worker-env", f"{w}:ATOMIC_PUBLISH_FARM_WORKER_DELAY={seconds}"]
+    return args

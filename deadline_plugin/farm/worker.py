@@ -62,6 +62,9 @@ class Worker:
             j["status"] in ("Completed", "Failed") for j in data["jobs"].values()))
 
     def run(self) -> None:
+        delay = float(os.environ.get("ATOMIC_PUBLISH_FARM_WORKER_DELAY", "0") or 0)
+        if delay > 0:  # a worker that comes online later (scenarios that need an order)
+            time.sleep(delay)
         self.state.register_worker(self.name, os.getpid())
         Deadline.Scripting.install_backend(FarmBackend(self.state, self.name, log=self.log))
         self.log(f"INFO: Worker {self.name} started (pid {os.getpid()})")
