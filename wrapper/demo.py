@@ -1,13 +1,14 @@
-"""The README's demo: a synthetic render published on the embedded store, then retried."""
+"""The README's demo: a synthetic render published through the local farm on the embedded store.
+
+Worker-1 cannot reach the publish root (its path mapping points at a mount that does not
+exist): the farm deny-lists it and another worker publishes exactly one version.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -32,39 +33,67 @@ def make_render(folder: Path, frames: int = 24, size: int = 256 * 1024) -> dict:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", default=None, help="where to put the render and the publish root (default: a new temp folder)")
+    p.add_argument("--dir", default=None,
+                   help="where to put the render, the publish root, the job files and the farm "
+                        "(default: a new temp folder)")
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..deadline_plugin.farm import run_farm
+    from ..deadline_plugin.submit import write_job_files
     from ..idempotency import embedded
+    from ..idempotency.store import Store
+    from ..idempotency.connection import connect
 
     folder = Path(args.dir or tempfile.mkdtemp(prefix="atomic-publish-demo-")).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ATOMIC_PUBLISH_HOME", str(folder / "store"))
-    was_running = embedded.running_uri() is not None
-    manifest = folder / "manifest.json"
-    manifest.write_text(json.dumps(make_render(folder), indent=1))
-    job = f"demo{int(time.time())}"
-    cmd = [sys.executable, "-m", "atomic_publish.wrapper.cli", "run", "--manifest", str(manifest),
-           "--job-id", job, "--task-id", "0", "--worker", "demo-worker", "--json"]
-    print(f"demo folder: {folder}\n")
+    started_store = embedded.running_uri() is None
+    print(f"atomic-publish demo in {folder}")
     try:
-        first = subprocess.run([*cmd], env={**os.environ, "ATOMIC_PUBLISH_FAILPOINTS": "stage.file=kill@10"},
-                               capture_output=True, text=True)
-        print(f"1. attempt killed with SIGKILL while staging (exit {first.returncode}), like a worker crash")
-        second = subprocess.run(cmd, capture_output=True, text=True)
-        out = json.loads(second.stdout.strip().splitlines()[-1])
-        print(f"2. retry: {out['outcome']} v{out['version']:03} (epoch {out.get('epoch')}, "
-              f"{out.get('reused_files', 0)} files reused, {out.get('copied_files', 0)} copied)")
-        third = subprocess.run(cmd, capture_output=True, text=True)
-        again = json.loads(third.stdout.strip().splitlines()[-1])
-        print(f"3. retry again: {again['outcome']}: {again['message']}")
-        versions = sorted(p.name for p in Path(out["final_dir"]).parent.iterdir())
-        print(f"\nversion folders of the subset: {versions}")
-        print(f"published at: {out['final_dir']}")
-        print(f"record: atomic-publish status --key {out['key']}")
-        ok = second.returncode == 0 and third.returncode == 0 and versions == ["v001"]
-        print("\nexactly one version published" if ok else "\nUNEXPECTED: see the output above")
+        uri = embedded.ensure_running()
+        print(f"  embedded store (SecantusDB) at {uri}, data in {embedded.home()}")
+        manifest_data = make_render(folder)
+        manifest = folder / "manifest.json"
+        manifest.write_text(json.dumps(manifest_data, indent=1))
+        frames = len(manifest_data["representations"][0]["files"])
+        print(f"  synthetic render: {frames} EXR frames and a movie in {folder / 'renders' / 'sh010'}")
+        files = write_job_files(manifest, folder / "job", name="Publish - renderCompMain")
+        print(f"  job files: {files.job_info} and {files.plugin_info}")
+        offline = folder / "offline" / "projects"
+        worker_env = {
+            "worker-1": {"ATOMIC_PUBLISH_FARM_PATH_MAPPING": f"{manifest_data['publish_root']}=>{offline}"},
+            "worker-2": {"ATOMIC_PUBLISH_FARM_WORKER_DELAY": "2"},
+            "worker-3": {"ATOMIC_PUBLISH_FARM_WORKER_DELAY": "2"},
+        }
+        print("  farm: 3 workers; worker-1 maps the publish root to a mount that does not exist, "
+              "worker-2 and worker-3 come online 2 s later\n")
+        result = run_farm(files.job_info, files.plugin_info, workers=3, store_uri=uri, worker_env=worker_env,
+                          farm_dir=folder / "farm", timeout=300)
+        for report in result.error_reports:
+            print(f"  error report from {report['worker']}:\n    {report['message']}\n")
+        [task] = result.tasks
+        print(f"  job {result.job_id}: {result.job_status}; task 0 {task['status']} on {task['worker']} "
+              f"after {task['errors']} error(s); deny list: {', '.join(result.deny_list) or '(none)'}")
+        store = Store(connect(uri))
+        try:
+            rec = store.records.get(f"deadline10:{result.job_id}:0") or {}
+            versions = store.catalog.project("demo").count_documents({"type": "version"})
+        finally:
+            store.close()
+        subset_dir = Path(rec.get("final_dir") or folder).parent
+        on_disk = sorted(p.name for p in subset_dir.iterdir()) if rec.get("final_dir") else []
+        print(f"  record {rec.get('_id')}: {rec.get('state')}, version {rec.get('version')}, "
+              f"{len(rec.get('attempts') or [])} attempts")
+        print(f"  version folders on disk: {on_disk}; version documents in MongoDB: {versions}")
+        if rec.get("final_dir"):
+            names = sorted(p.name for p in Path(rec["final_dir"]).iterdir())
+            print(f"  published at {rec['final_dir']}:\n    {names[1]} ... {names[-1]} ({len(names) - 1} files)")
+        ok = (result.job_status == "Completed" and result.deny_list == ["worker-1"] and on_disk == ["v001"]
+              and versions == 1)
+        print("\nexactly one version published; the worker that could not reach the publish root was "
+              "deny-listed" if ok else "\nUNEXPECTED outcome: see the farm folder " + result.farm_dir)
         return 0 if ok else 1
     finally:
-        if not was_running:
+        if started_store:
             embedded.stop()

@@ -35,7 +35,7 @@ class TransientError(PublishError):
 
 class WorkerLocalError(PublishError):
     failure_class = WORKER_LOCAL
-    default_todo = "fix the mount or permissions on this worker; other workers will take the task"
+    default_todo = "fix the mount or permissions on this worker"
 
 
 class PermanentError(PublishError):
@@ -72,7 +72,7 @@ class DestinationError(PermanentError):
 
 
 class PublishRootUnavailable(WorkerLocalError):
-    default_todo = "mount the publish root on this worker or fix its permissions; other workers will take the task"
+    default_todo = "mount the publish root on this worker or fix its permissions"
 
 
 class VersionConflict(PermanentError):
