@@ -20,15 +20,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 __all__ = [
-    "atomic_write_json",
-    "read_json",
     "FaultBook",
     "LoopbackServer",
+    "atomic_write_json",
+    "read_json",
     "serve_until_signal",
     "spawn_fake",
 ]
@@ -135,6 +136,16 @@ class FaultBook:
 # --------------------------------------------------------------------------- serving
 
 
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """Does not print a traceback when a client hung up first (timeouts are scripted here)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 class LoopbackServer:
     """A ThreadingHTTPServer on 127.0.0.1 run in a background thread.
 
@@ -151,15 +162,16 @@ class LoopbackServer:
     def _make_handler(self) -> type:
         raise NotImplementedError
 
-    def start(self) -> "LoopbackServer":
+    def start(self) -> LoopbackServer:
         """Start listening (idempotent) and return self."""
         if self._httpd is not None:
             return self
-        httpd = ThreadingHTTPServer(("127.0.0.1", self._port), self._make_handler())
-        httpd.daemon_threads = True
+        httpd = _QuietHTTPServer(("127.0.0.1", self._port), self._make_handler())
         self._httpd = httpd
         self._port = httpd.server_address[1]
-        self._thread = threading.Thread(target=httpd.serve_forever, name=type(self).__name__, daemon=True)
+        # A short poll interval makes stop() quick (shutdown waits for the next poll).
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
 

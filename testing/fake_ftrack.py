@@ -36,21 +36,22 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from atomic_publish.testing import FaultBook, LoopbackServer, atomic_write_json, read_json, serve_until_signal
 
 __all__ = [
     "SCHEMAS",
     "UNMANAGED_LOCATION_ID",
-    "FtrackError",
-    "FakeFtrackServer",
     "FakeFtrackControl",
-    "parse_query",
+    "FakeFtrackServer",
+    "FtrackError",
     "main",
+    "parse_query",
 ]
 
 #: Same ids as ``ftrack_api.symbol``: the client pre-builds these locations with these ids,
@@ -118,7 +119,10 @@ def _typed_context(type_id: str) -> dict:
 
 
 def _component(type_id: str) -> dict:
-    props = {"id": _ID, "name": _str("main"), "file_type": _str(), "size": {"type": "integer", "default": 0},
+    # A FileComponent's id is also a foreign key to Component.id on the real server
+    # (one table per subtype, joined on id); the client treats both as a string.
+    id_fragment = _ID if type_id == "Component" else _ID | _fk("Component")
+    props = {"id": id_fragment, "name": _str("main"), "file_type": _str(), "size": {"type": "integer", "default": 0},
              "system_type": _str(), "version_id": _fk("AssetVersion"), "version": _ref("AssetVersion"),
              "component_locations": _array("ComponentLocation"), "metadata": _metadata()}
     return _schema(type_id, props, ["system_type", "name", "id"], default_projections=["id", "system_type"],
@@ -659,16 +663,16 @@ class _TableView:
         self._server_defaults(model, record)
         self._check_foreign_keys(model, record)
         self.table(model)[key] = record
-        return self.serialize(record, self._all_scalars(model))
+        return self.serialize(record, self._answer_tree(model, data))
 
     def update(self, entity_type: str, entity_key: list, data: dict) -> dict:
-        model = _model(entity_type)
+        _model(entity_type)  # an unknown type is an error, not "does not exist"
         record = self.get(entity_type, entity_key)
         if record is None:
             raise FtrackError("ServerError", f"{entity_type} {entity_key} does not exist.")
         self._assign(MODELS[record["__entity_type__"]], record, data, creating=False)
         self._check_foreign_keys(MODELS[record["__entity_type__"]], record)
-        return self.serialize(record, self._all_scalars(model))
+        return self.serialize(record, self._answer_tree(MODELS[record["__entity_type__"]], data))
 
     def delete(self, entity_type: str, entity_key: list) -> None:
         record = self.get(entity_type, entity_key)
@@ -728,7 +732,7 @@ class _TableView:
                 record["user_id"] = users[0]["id"] if users else None
 
     def _check_foreign_keys(self, model: EntityModel, record: dict) -> None:
-        for name, (fk, target_type) in model.references.items():
+        for fk, target_type in model.references.values():
             value = record.get(fk)
             if value is not None and self.get(target_type, [value]) is None:
                 raise FtrackError("IntegrityError", f"{model.name}.{fk} refers to missing {target_type} {value}.")
@@ -740,8 +744,16 @@ class _TableView:
     # -- reads ---------------------------------------------------------------------
 
     @staticmethod
-    def _all_scalars(model: EntityModel) -> dict:
-        return {name: {} for name in sorted(model.scalars)}
+    def _answer_tree(model: EntityModel, data: dict) -> dict:
+        """What a create/update answers: every scalar, plus the relations the batch touched.
+
+        The relations matter: the client keeps the remote value of a collection it does
+        not see again, so after ``version['metadata']['k'] = 'v'`` the answer must carry
+        the new ``metadata`` list or the session keeps a stale (empty) one.
+        """
+        tree = {name: {} for name in sorted(model.scalars)}
+        tree.update({name: {} for name in data if name in model.references or name in model.collections})
+        return tree
 
     def serialize(self, record: dict, tree: dict) -> dict:
         """Encode *record* the way ftrack does: type, primary key, then the projections."""
@@ -979,7 +991,7 @@ class _FtrackHandler(BaseHTTPRequestHandler):
     fake: FakeFtrackServer
     server_version = "FakeFtrack/1.0"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by design
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     # -- plumbing ------------------------------------------------------------------
@@ -1013,7 +1025,7 @@ class _FtrackHandler(BaseHTTPRequestHandler):
 
     # -- verbs ---------------------------------------------------------------------
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+    def do_POST(self) -> None:
         if self.path.rstrip("/") == "/api":
             self._api(self._body())
         elif self.path.startswith("/_fake/"):
@@ -1021,10 +1033,10 @@ class _FtrackHandler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, {"exception": "NotFound", "content": self.path})
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._control("GET", b"")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._control("DELETE", b"")
 
     # -- the ftrack API ------------------------------------------------------------

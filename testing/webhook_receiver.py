@@ -27,13 +27,14 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from atomic_publish.testing import FaultBook, LoopbackServer, atomic_write_json, read_json, serve_until_signal
 
-__all__ = ["WebhookReceiver", "WebhookControl", "main"]
+__all__ = ["WebhookControl", "WebhookReceiver", "main"]
 
 FAULT_KINDS = ("http_error", "down", "delay", "drop_after_record")
 STATE_FILE = "webhook_state.json"
@@ -74,9 +75,15 @@ class WebhookReceiver(LoopbackServer):
 
     # -- public API ----------------------------------------------------------------
 
-    def start(self) -> "WebhookReceiver":
-        super().start()
-        return self
+    def stop(self) -> None:
+        """Stop listening, and cancel a pending automatic comeback (see :meth:`go_down`)."""
+        self._cancel_comeback()
+        super().stop()
+
+    def _cancel_comeback(self) -> None:
+        timer, self._down_timer = self._down_timer, None
+        if timer is not None:
+            timer.cancel()
 
     def deliveries(self) -> list[dict]:
         """Recorded deliveries, oldest first: path, headers, body, key, received_at."""
@@ -96,8 +103,8 @@ class WebhookReceiver(LoopbackServer):
 
         * ``http_error``: ``status`` (503), ``retry_after`` seconds, ``count`` requests.
         * ``down``: stop listening now (connections refused); ``seconds`` to come back
-          by itself (else call :meth:`start` / ``POST /_fake/up``). Not usable over HTTP
-          without ``seconds``, since the control endpoint goes down too.
+          by itself (else call :meth:`start`). Over HTTP ``seconds`` is required,
+          since the control endpoint goes down too.
         * ``delay``: ``seconds`` before answering, ``count`` requests.
         * ``drop_after_record``: record the delivery, then close without answering.
         ``count`` defaults to 1; ``None`` means forever. ``path`` limits a fault to one path.
@@ -119,7 +126,7 @@ class WebhookReceiver(LoopbackServer):
         # Safe from a request handler too: ThreadingHTTPServer runs handlers off the serve loop.
         self.stop()
         if seconds is not None:
-            timer = threading.Timer(float(seconds), self.start)
+            timer = threading.Timer(float(seconds), LoopbackServer.start, args=(self,))
             timer.daemon = True
             timer.start()
             self._down_timer = timer
@@ -170,7 +177,7 @@ class _WebhookHandler(BaseHTTPRequestHandler):
     receiver: WebhookReceiver
     server_version = "FakeWebhook/1.0"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by design
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send_json(self, status: int, payload: Any, headers: dict | None = None) -> None:
@@ -186,7 +193,7 @@ class _WebhookHandler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self.path.partition("?")[0]
         if path == "/_fake/deliveries":
             self._send_json(200, self.receiver.deliveries())
@@ -195,7 +202,7 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, {"error": f"no GET endpoint {path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self._body()
         path = self.path.partition("?")[0]
         if path.startswith("/_fake/"):
@@ -210,7 +217,7 @@ class _WebhookHandler(BaseHTTPRequestHandler):
             receiver._count("rejected")
             self._send_json(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"})
             return
-        matches = lambda fault: fault.get("path") in (None, path)  # noqa: E731
+        matches = lambda fault: fault.get("path") in (None, path)
         delay = receiver.faults.take("delay", matches)
         if delay:
             time.sleep(float(delay.get("seconds", 1.0)))
@@ -294,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", action="append", type=json.loads, default=[],
                         help="a fault as JSON (repeatable); see docs/fakes.md")
     args = parser.parse_args(argv)
-    receiver = WebhookReceiver(args.state, port=args.port, token=args.token)
-    if args.fault:
-        receiver.faults.add([f for f in args.fault if f.get("kind") != "down"])
+    if any(fault.get("kind") == "down" for fault in args.fault):
+        parser.error("a 'down' fault makes no sense at start; set it at run time (POST /_fake/faults)")
+    receiver = WebhookReceiver(args.state, port=args.port, token=args.token, faults=args.fault)
     return serve_until_signal(receiver, "WEBHOOK_URL")
 
 

@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_COMMANDS: list[tuple[str, str]] = [
     ("submit", "atomic_publish.deadline_plugin.submit"),
     ("farm", "atomic_publish.deadline_plugin.farm"),
+    ("deliver", "atomic_publish.wrapper.deliver"),
     ("demo", "atomic_publish.wrapper.demo"),
 ]
 

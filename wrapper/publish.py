@@ -17,13 +17,14 @@ from ..idempotency.keys import KeyError_, deadline_key, fingerprint, short_hash
 from ..idempotency.lease import LeaseKeeper
 from ..idempotency.records import Identity, utcnow
 from ..idempotency.store import Store, open_store
-from . import failpoints, progress, retry
+from . import failpoints, integrate, progress, retry
 from .classify import classify, classify_oserror
 from .commit import move_into_place, read_marker, write_marker
 from .documents import parent_documents, version_documents
 from .errors import BUSY, PERMANENT, ManifestError, PublishError, RolledBack, Superseded
 from .escalation import Limits, error_type, escalate
 from .guard import StopGuard
+from .integrations.base import Integration
 from .layout import check_inside_root, plan_files, version_dir
 from .manifest import Manifest, canonical_json, load_manifest, read_json
 from .outcome import EXIT_OK, Outcome
@@ -65,8 +66,7 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
             raise ManifestError(exc.field, exc.problem, "fix the job submission") from None
         plan_files(manifest, 1)
         version_dir(manifest, 1)
-        if manifest.integrations:
-            raise ManifestError("integrations[0].name", f"unknown integration {manifest.integrations[0]['name']!r}")
+        integrations = integrate.build(manifest)
         submitted = (read_json(req.submitted_manifest_path, "--submitted-manifest")
                      if req.submitted_manifest_path else manifest.raw)
         print_ = fingerprint(canonical_json(submitted))
@@ -78,16 +78,18 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
     except Exception as exc:
         return Outcome.from_error(classify(exc), key=key)
     try:
-        return Attempt(store, manifest, key, print_, req, guard).run()
+        return Attempt(store, manifest, key, print_, req, guard, integrations).run()
     finally:
         store.close()
 
 
 class Attempt:
     def __init__(self, store: Store, manifest: Manifest, key: str, fingerprint_: str, req: Request,
-                 guard: StopGuard):
+                 guard: StopGuard, integrations: list[Integration] | None = None):
         self.store, self.manifest, self.key, self.req, self.guard = store, manifest, key, req, guard
         self.fingerprint = fingerprint_
+        self.integrations = integrations or []
+        self.runner = integrate.Runner(self.integrations, manifest, key, self._r, self._fenced)
         self.who = Identity(attempt=uuid.uuid4().hex, worker=req.worker)
         self.epoch = 0
         self.index = 0
@@ -105,7 +107,7 @@ class Attempt:
             if existing and existing["fingerprint"] != self.fingerprint:
                 self._acquire()  # raises FingerprintMismatch without writing
             if existing and existing["state"] == R.PUBLISHED:
-                return self._already(existing)
+                return self._already(existing, deliver=True)
             if existing and existing["state"] == R.ROLLED_BACK:
                 raise self._rolled_back(existing)
         except Exception as exc:
@@ -133,7 +135,8 @@ class Attempt:
         self.rec = self._r("take the lease", self.store.records.acquire, self.key, self.fingerprint, self.who,
                            self.req.policy.lease_seconds,
                            {"job_id": self.req.job_id, "task_id": int(self.req.task_id),
-                            "subset": {"project": m.project_name, "asset": m.asset, "subset": m.subset}})
+                            "subset": {"project": m.project_name, "asset": m.asset, "subset": m.subset},
+                            "manifest_json": m.canonical()})
         self.epoch, self.state = self.rec["epoch"], self.rec["state"]
         self.index = len(self.rec["attempts"]) - 1
 
@@ -148,7 +151,8 @@ class Attempt:
             if ORDER[self.state] < ORDER[R.COMMITTING]:
                 self._reserve()
                 self._stage()
-                self._set(R.COMMITTING, committed_at=utcnow())
+                self._integrate()
+                self._set(R.COMMITTING, committed_at=utcnow(), **self.runner.outbox())
                 failpoints.hit("commit.begin")
             stats = self._commit()
         except BaseException as raw:
@@ -157,10 +161,12 @@ class Attempt:
             return self._fail(classify(raw))
         self._finish("published", None, None)
         progress.status(f"published v{self.rec['version']:0>3} at {self.rec['final_dir']}")
+        pending = self._deliver(self.rec)
+        note = f"; notifications pending: {', '.join(pending)} (retried later)" if pending else ""
         return Outcome("published", key=self.key, version=self.rec["version"], final_dir=self.rec["final_dir"],
                        message=f"published version {self.rec['version']} of {self.manifest.subset} at "
-                               f"{self.rec['final_dir']} (epoch {self.epoch})",
-                       exit_code=EXIT_OK, extra={"epoch": self.epoch, **stats})
+                               f"{self.rec['final_dir']} (epoch {self.epoch}){note}",
+                       exit_code=EXIT_OK, extra={"epoch": self.epoch, "notifications_pending": pending, **stats})
 
     # -- pre-flight --------------------------------------------------------------------
     def _preflight(self) -> None:
@@ -176,6 +182,8 @@ class Attempt:
             raise classify_oserror(exc, "publish-root", root, worker) from None
         check_sources(plan_files(self.manifest, 1), worker)
         check_inside_root(version_dir(self.manifest, 1), root)
+        for integration in self.integrations:
+            integration.check_environment()
 
     def _preflight_failed(self, exc: PublishError, existing: dict[str, Any] | None) -> Outcome:
         """A permanent pre-flight failure leaves no trace (or rolls back an earlier partial
@@ -261,6 +269,31 @@ class Attempt:
         failpoints.hit("staged")
         progress.status(f"staged {len(plan)} files ({stats.copied_files} copied, {stats.reused_files} reused)")
 
+    def _integrate(self) -> None:
+        """Prepare every gate integration under the key (receipts saved), before the commit."""
+        if not self.runner.gates():
+            return
+        self._set(R.INTEGRATING)
+        self.runner.prepare_all(self.rec, plan_files(self.manifest, self.rec["version"]))
+
+    def _deliver(self, rec: dict[str, Any]) -> list[str]:
+        """Deliver pending notifications (after PUBLISHED); never fails the publish."""
+        if not self.runner.notifiers():
+            return []
+
+        def mark(ident: str, entry: dict[str, Any]) -> bool:
+            result = self.store.records.col.update_one(
+                {"_id": self.key, f"outbox.{ident}.state": "pending"}, {"$set": {f"outbox.{ident}": entry}})
+            return result.modified_count == 1
+
+        light = retry.RetryPolicy(attempts=2, budget=10.0)  # a notification never holds the attempt long
+
+        def quick(operation: str, fn, *args):
+            return retry.call(operation, light, fn, *args, stop_event=self.guard.stopping)
+
+        return integrate.deliver_pending(self.integrations, self.manifest, self.key, rec,
+                                         plan_files(self.manifest, rec["version"]), quick, mark)
+
     def _commit(self) -> dict[str, Any]:
         """Roll forward from COMMITTING: rename, documents, PUBLISHED. Every step idempotent."""
         self.guard.check()
@@ -286,6 +319,7 @@ class Attempt:
 
         inserted = self._r("insert the documents", insert_documents)
         failpoints.hit("commit.documents")
+        self.runner.commit_all(rec, plan)
         self._r("mark the reservation committed", self.store.reservations.mark_committed, self.key)
         self._set(R.PUBLISHED, published_at=utcnow(), staging_dir=None, staging_dirs={})
         failpoints.hit("commit.published")
@@ -298,6 +332,8 @@ class Attempt:
         self._set(R.ROLLING_BACK, error={"class": PERMANENT, "message": reason})
         failpoints.hit("rollback.begin")
         rec = self._r("read the record", self.store.records.get, self.key) or self.rec
+        plan = plan_files(self.manifest, rec["version"]) if rec.get("version") is not None else None
+        self.runner.compensate_all(rec, plan)
         for folder in (rec.get("staging_dirs") or {}).values():
             shutil.rmtree(folder, ignore_errors=True)
         failpoints.hit("rollback.staging")
@@ -334,10 +370,13 @@ class Attempt:
         self._r("close the attempt", self.store.records.finish_attempt, self.key, self.epoch, self.index,
                 outcome, error_class, message, error_kind)
 
-    def _already(self, rec: dict[str, Any]) -> Outcome:
+    def _already(self, rec: dict[str, Any], deliver: bool = False) -> Outcome:
+        pending = self._deliver(rec) if deliver else []
+        note = f"; notifications still pending: {', '.join(pending)}" if pending else ""
         return Outcome("already-published", key=self.key, version=rec["version"], final_dir=rec["final_dir"],
                        message=f"version {rec['version']} was already published by an earlier attempt at "
-                               f"{rec['final_dir']}; nothing changed", exit_code=EXIT_OK)
+                               f"{rec['final_dir']}; nothing changed{note}", exit_code=EXIT_OK,
+                       extra={"notifications_pending": pending})
 
     def _rolled_back(self, rec: dict[str, Any]) -> RolledBack:
         reason = (rec.get("error") or {}).get("message", "a permanent failure")

@@ -1,0 +1,87 @@
+"""The integration protocol and the context an integration sees."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..manifest import Manifest
+
+GATE = "gate"
+NOTIFY = "notify"
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    representation: str
+    name: str
+    path: str          # final absolute path on this worker
+    rootless: str      # {root[...]}/... form stored in the documents
+    size: int
+    hash: str
+    frame: str | None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an integration knows about the publish; identical on every attempt of the key."""
+
+    key: str
+    job_id: str
+    task_id: int
+    manifest: Manifest
+    version: int
+    final_dir: str
+    files: tuple[PublishedFile, ...]
+    version_document_id: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON description of the version (what a webhook receives)."""
+        m = self.manifest
+        reps: dict[str, list[dict[str, Any]]] = {}
+        for f in self.files:
+            reps.setdefault(f.representation, []).append({"name": f.name, "path": f.rootless, "size": f.size,
+                                                          "hash": f.hash, "frame": f.frame})
+        return {"key": self.key, "job_id": self.job_id, "task_id": self.task_id,
+                "project": {"name": m.project_name, "code": m.project_code}, "asset": m.asset,
+                "hierarchy": m.hierarchy, "task": m.task, "subset": m.subset, "family": m.family,
+                "version": self.version, "version_id": self.version_document_id, "author": m.author,
+                "comment": m.comment, "final_dir": self.final_dir,
+                "representations": [{"name": n, "files": fs} for n, fs in reps.items()]}
+
+
+class Integration:
+    """Base class. Every method must be idempotent under ``ctx.key``: it may run again after a
+    crash, on another worker, with the receipt of an earlier attempt.
+
+    Subclasses set ``name`` and ``settings_schema`` (a JSON schema of the manifest's
+    ``settings``; secrets never go there: they come from the environment), and implement
+    ``prepare``/``commit``/``compensate`` (gate) and/or ``deliver`` (notify).
+    """
+
+    name: ClassVar[str] = ""
+    phases: ClassVar[tuple[str, ...]] = (GATE, NOTIFY)
+    settings_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False}
+
+    def __init__(self, instance_id: str, phase: str, settings: dict[str, Any]):
+        self.id = instance_id
+        self.phase = phase
+        self.settings = settings
+
+    def check_environment(self) -> None:
+        """Pre-flight: credentials and client libraries present on this worker (raise PublishError)."""
+
+    def prepare(self, ctx: Context) -> dict[str, Any]:
+        """Create the side effect, invisible or unpublished; return a JSON receipt."""
+        return {}
+
+    def commit(self, ctx: Context, receipt: dict[str, Any]) -> dict[str, Any]:
+        """Make it visible (after the version is committed); returns the updated receipt."""
+        return receipt
+
+    def compensate(self, ctx: Context, receipt: dict[str, Any]) -> None:
+        """Undo what ``prepare`` did (the publish rolls back)."""
+
+    def deliver(self, ctx: Context) -> dict[str, Any]:
+        """Notify phase: deliver the message once more (receivers deduplicate by key)."""
+        raise NotImplementedError(f"integration {self.name} has no notify phase")
