@@ -59,10 +59,13 @@ def test_gate_webhook_compensated_when_a_later_step_fails_permanently(render, en
     hook.set_faults({"kind": "http_error", "status": 422, "path": "/review", "count": 1})
     proc, out = publish(manifest, env)
     assert proc.returncode == 78
+    # Every integration that began to prepare is compensated, last first (a refused one too:
+    # it may have acted before refusing, and a compensation is idempotent).
     assert [(d["path"], d["body"]["event"]) for d in hook.deliveries()] == [
-        ("/tracker", "publish.prepared"), ("/tracker", "publish.rolled_back")]
+        ("/tracker", "publish.prepared"), ("/review", "publish.rolled_back"), ("/tracker", "publish.rolled_back")]
     rec = store.records.get("deadline10:job1:0")
     assert rec["receipts"]["tracker"]["state"] == "compensated"
+    assert rec["receipts"]["review"]["state"] == "compensated"
 
 
 def test_notify_webhook_down_for_two_attempts_is_delivered_exactly_once(render, env, store, hook):

@@ -69,6 +69,9 @@ class Runner:
             if (receipts.get(integ.id) or {}).get("state") in ("prepared", "committed"):
                 continue
             progress.status(f"integration {integ.id}: prepare")
+            if integ.id not in receipts:  # a prepare that fails halfway must still be compensated
+                receipts[integ.id] = {"name": integ.name, "phase": GATE, "state": "preparing", "receipt": {}}
+                self.write({"$set": {f"receipts.{integ.id}": receipts[integ.id]}}, f"note the prepare of {integ.id}")
             receipt = self.retry(f"prepare integration {integ.id}", integ.prepare,
                                  context(self.manifest, self.key, rec, plan, integ))
             entry = {"name": integ.name, "phase": GATE, "state": "prepared", "receipt": receipt}
@@ -91,12 +94,13 @@ class Runner:
             failpoints.hit("integrate.commit")
 
     def compensate_all(self, rec: dict[str, Any], plan: list[PlannedFile] | None) -> None:
-        """Undo every prepared gate integration, last first; idempotent."""
+        """Undo every gate integration that began to prepare, last first; idempotent (integrations
+        find what to undo from the key, so a prepare that failed halfway is undone too)."""
         receipts = rec.get("receipts") or {}
         by_id = {i.id: i for i in self.integrations}
         for ident in reversed(list(receipts)):
             entry = receipts[ident]
-            if entry.get("state") not in ("prepared", "committed") or ident not in by_id:
+            if entry.get("state") not in ("preparing", "prepared", "committed") or ident not in by_id:
                 continue
             integ = by_id[ident]
             progress.status(f"integration {ident}: compensate")
