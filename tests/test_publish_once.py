@@ -62,15 +62,16 @@ def test_sigkill_during_staging_resumes_without_copying_again(tmp_path, env, sto
                            "--worker", "w1"], env=killed, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL
     rec = store.records.get("deadline10:jobk:0")
-    assert rec["state"] == "STAGING" and len(rec["files"]) == 512
+    staged = len(rec["files"])  # the first checkpoint: 512 files, or fewer when one second passed first
+    assert rec["state"] == "STAGING" and 0 < staged <= 512
     staging = Path(rec["staging_dir"])
     assert staging.is_dir()
 
     proc, out = publish(manifest, env, "jobk", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert out["outcome"] == "published" and out["version"] == 1 and out["epoch"] == 2
-    assert out["reused_files"] == 512 and out["reused_bytes"] == 512 * 4096
-    assert out["copied_files"] == 88 and out["copied_bytes"] == 88 * 4096
+    assert out["reused_files"] == staged and out["reused_bytes"] == staged * 4096
+    assert out["copied_files"] == 600 - staged and out["copied_bytes"] == (600 - staged) * 4096
     assert not staging.exists()
     siblings = sorted(p.name for p in (render.publish_root / FINAL).iterdir())
     assert siblings == ["v001"]

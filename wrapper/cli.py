@@ -190,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         args.worker = socket.gethostname()
     if getattr(args, "worker", None):
         os.environ["ATOMIC_PUBLISH_WORKER"] = args.worker
+    from .secrets import load_secrets_file
+
+    try:
+        load_secrets_file()
+    except OSError as exc:
+        print(f"atomic-publish: cannot read ATOMIC_PUBLISH_SECRETS_FILE: {exc.strerror}; the Deadline plugin "
+              "writes it for each task: check the job's data folder", file=sys.stderr)
+        return 75
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
 

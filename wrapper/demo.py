@@ -44,16 +44,22 @@ def main(args: argparse.Namespace) -> int:
     from ..idempotency import embedded
     from ..idempotency.store import Store
     from ..idempotency.connection import connect
+    from ..testing.fake_ftrack import FakeFtrackServer
 
     folder = Path(args.dir or tempfile.mkdtemp(prefix="atomic-publish-demo-")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ATOMIC_PUBLISH_HOME", str(folder / "store"))
     started_store = embedded.running_uri() is None
     print(f"atomic-publish demo in {folder}")
+    ftrack = FakeFtrackServer(folder / "ftrack", api_user="demo", api_key="demo-api-key")
     try:
         uri = embedded.ensure_running()
         print(f"  embedded store (SecantusDB) at {uri}, data in {embedded.home()}")
+        ftrack.start()
+        ftrack.seed_context("demo", "sh010", "comp")
+        print(f"  local ftrack server (atomic_publish.testing.fake_ftrack) at {ftrack.url}")
         manifest_data = make_render(folder)
+        manifest_data["integrations"] = [{"name": "ftrack", "phase": "gate", "settings": {"asset_type": "render"}}]
         manifest = folder / "manifest.json"
         manifest.write_text(json.dumps(manifest_data, indent=1))
         frames = len(manifest_data["representations"][0]["files"])
@@ -69,7 +75,9 @@ def main(args: argparse.Namespace) -> int:
         print("  farm: 3 workers; worker-1 maps the publish root to a mount that does not exist, "
               "worker-2 and worker-3 come online 2 s later\n")
         result = run_farm(files.job_info, files.plugin_info, workers=3, store_uri=uri, worker_env=worker_env,
-                          farm_dir=folder / "farm", timeout=300)
+                          farm_dir=folder / "farm", timeout=300,
+                          plugin_config={"FtrackServer": ftrack.url, "FtrackApiUser": "demo",
+                                         "FtrackApiKey": "demo-api-key"})
         for report in result.error_reports:
             print(f"  error report from {report['worker']}:\n    {report['message']}\n")
         [task] = result.tasks
@@ -89,11 +97,15 @@ def main(args: argparse.Namespace) -> int:
         if rec.get("final_dir"):
             names = sorted(p.name for p in Path(rec["final_dir"]).iterdir())
             print(f"  published at {rec['final_dir']}:\n    {names[1]} ... {names[-1]} ({len(names) - 1} files)")
+        asset_versions = ftrack.entities("AssetVersion")
+        print(f"  ftrack: {len(asset_versions)} AssetVersion for renderCompMain, "
+              + ", ".join(f"version {v['version']} is_published={v['is_published']}" for v in asset_versions))
         ok = (result.job_status == "Completed" and result.deny_list == ["worker-1"] and on_disk == ["v001"]
-              and versions == 1)
-        print("\nexactly one version published; the worker that could not reach the publish root was "
-              "deny-listed" if ok else "\nUNEXPECTED outcome: see the farm folder " + result.farm_dir)
+              and versions == 1 and [v["is_published"] for v in asset_versions] == [True])
+        print("\nexactly one version published (on disk, in MongoDB and in ftrack); the worker that could "
+              "not reach the publish root was deny-listed" if ok else "\nUNEXPECTED outcome: see the farm folder " + result.farm_dir)
         return 0 if ok else 1
     finally:
+        ftrack.stop()
         if started_store:
             embedded.stop()

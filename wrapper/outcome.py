@@ -63,7 +63,9 @@ class Outcome:
         return json.dumps(data, sort_keys=True, default=str)
 
     def emit(self, as_json: bool) -> None:
-        print(self.result_line(), flush=True)
+        from ..idempotency.redact import scrub
+
+        print(scrub(self.result_line()), flush=True)
         if as_json:
-            print(self.as_json(), flush=True)
+            print(scrub(self.as_json()), flush=True)
         sys.stdout.flush()

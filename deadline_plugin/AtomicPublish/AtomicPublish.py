@@ -86,6 +86,7 @@ class AtomicPublishPlugin(DeadlinePlugin):
         self.PostRenderTasksCallback += self.PostRenderTasks
         self.resultLine = ""
         self.storeFile = ""
+        self.secretsFile = ""
 
     def Cleanup(self):
         for stdoutHandler in self.StdoutHandlers:
@@ -115,16 +116,43 @@ class AtomicPublishPlugin(DeadlinePlugin):
             self.FailRender("AtomicPublish: plugin info OnPermanentError=%s is invalid; use one of %s "
                             "(resubmit the job with a valid value)"
                             % (onPermanentError, ", ".join(ON_PERMANENT_ERROR_VALUES)))
-        storeUri = self.GetConfigEntryWithDefault("StoreUri", "").strip()
-        if storeUri:
-            # Through a 0600 file, never SetProcessEnvironmentVariable: Deadline logs its values.
-            handle, self.storeFile = tempfile.mkstemp(
-                prefix="atomic-publish-store-", suffix=".uri", dir=self.GetJobsDataDirectory())
-            with os.fdopen(handle, "w") as stream:
-                stream.write(storeUri + "\n")
+        self.storeFile = self.WritePrivateFile("store", self.GetConfigEntryWithDefault("StoreUri", "").strip())
+        if self.storeFile:
             self.SetProcessEnvironmentVariable("ATOMIC_PUBLISH_STORE_FILE", self.storeFile)
             self.LogInfo("AtomicPublish: store URI from the plugin configuration (StoreUri), "
                          "passed to the wrapper in a 0600 file")
+        secrets = self.IntegrationSecrets()
+        self.secretsFile = self.WritePrivateFile("secrets", "".join("%s=%s\n" % pair for pair in secrets))
+        if self.secretsFile:
+            self.SetProcessEnvironmentVariable("ATOMIC_PUBLISH_SECRETS_FILE", self.secretsFile)
+            self.LogInfo("AtomicPublish: integration settings %s from the plugin configuration, passed to "
+                         "the wrapper in a 0600 file" % ", ".join(name for name, _ in secrets))
+
+    def IntegrationSecrets(self):
+        """(NAME, VALUE) pairs for the wrapper's environment: ftrack and other integration secrets."""
+        pairs = []
+        for entry, name in (("FtrackServer", "FTRACK_SERVER"), ("FtrackApiUser", "FTRACK_API_USER"),
+                            ("FtrackApiKey", "FTRACK_API_KEY")):
+            value = self.GetConfigEntryWithDefault(entry, "").strip()
+            if value:
+                pairs.append((name, value))
+        for item in self.GetConfigEntryWithDefault("IntegrationSecrets", "").split(";"):
+            name, sep, value = item.strip().partition("=")
+            if sep and name.strip():
+                pairs.append((name.strip(), value.strip()))
+        return pairs
+
+    def WritePrivateFile(self, kind, content):
+        """Write ``content`` to a new 0600 file in the job's data folder; "" when there is nothing to write.
+
+        Never SetProcessEnvironmentVariable with a secret: Deadline logs its values."""
+        if not content:
+            return ""
+        handle, path = tempfile.mkstemp(prefix="atomic-publish-%s-" % kind, suffix=".txt",
+                                        dir=self.GetJobsDataDirectory())
+        with os.fdopen(handle, "w") as stream:
+            stream.write(content if content.endswith("\n") else content + "\n")
+        return path
 
     def OnPermanentError(self):
         return self.GetPluginInfoEntryWithDefault("OnPermanentError", "").strip() or "fail-job"
@@ -238,9 +266,12 @@ class AtomicPublishPlugin(DeadlinePlugin):
         self.RemoveStoreFile()
 
     def RemoveStoreFile(self):
-        if self.storeFile:
-            try:
-                os.remove(self.storeFile)
-            except OSError:
-                pass
-            self.storeFile = ""
+        """Delete the private files holding the store URI and the integration secrets."""
+        for path in (self.storeFile, self.secretsFile):
+            if path:
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+        self.storeFile = ""
+        self.secretsFile = ""
