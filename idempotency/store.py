@@ -35,9 +35,11 @@ class Store:
         self.client.close()
 
 
-def open_store(cli_uri: str | None = None) -> Store:
-    """Resolve the URI (see connection.resolve_uri), connect, and make sure the indexes exist."""
+def open_store(cli_uri: str | None = None, ensure_indexes: bool = True) -> Store:
+    """Resolve the URI (see connection.resolve_uri), connect, and make sure the indexes exist
+    (read-only commands such as audit and status skip that write)."""
     uri, where = resolve_uri(cli_uri)
     store = Store(connect(uri), described_as=where)
-    store.ensure_indexes()
+    if ensure_indexes:
+        store.ensure_indexes()
     return store

@@ -56,7 +56,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from .errors import PublishError
 
     try:
-        store = open_store(args.store)
+        store = open_store(args.store, ensure_indexes=False)
     except PublishError as exc:
         print(f"atomic-publish status: {scrub(str(exc))}; {exc.todo}", file=sys.stderr)
         return 1
@@ -168,6 +168,8 @@ EXTRA_COMMANDS: list[tuple[str, str]] = [
     ("submit", "atomic_publish.deadline_plugin.submit"),
     ("farm", "atomic_publish.deadline_plugin.farm"),
     ("deliver", "atomic_publish.wrapper.deliver"),
+    ("audit", "atomic_publish.wrapper.audit"),
+    ("gc", "atomic_publish.wrapper.gc"),
     ("demo", "atomic_publish.wrapper.demo"),
 ]
 

@@ -1,0 +1,299 @@
+"""`atomic-publish audit`: check every invariant of design.md section 5, read only.
+
+Runs against a production database: it never writes, it streams every cursor and walks
+folders iteratively (bounded memory), and it names what to do about each violation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..idempotency import records as R
+from .commit import MARKER, read_marker
+
+STAGING_RE = re.compile(r"^\.(?P<final>.+)\.staging-(?P<hash>[0-9a-f]{12})-e(?P<epoch>\d+)$")
+VERSION_DIR_RE = re.compile(r"^v\d{3,}$")
+MTIME_SLACK_NS = 2_000_000_000
+
+
+@dataclass
+class Violation:
+    invariant: int
+    key: str | None
+    detail: str
+    todo: str
+
+
+@dataclass
+class Report:
+    violations: list[Violation] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=lambda: {"records": 0, "versions": 0, "files": 0,
+                                                             "directories": 0, "reservations": 0})
+
+    def add(self, invariant: int, key: str | None, detail: str, todo: str) -> None:
+        self.violations.append(Violation(invariant, key, detail, todo))
+
+    def as_json(self) -> str:
+        return json.dumps({"violations": [asdict(v) for v in self.violations], "checked": self.checked,
+                           "ok": not self.violations}, sort_keys=True, default=str)
+
+
+def _hash(path: str) -> str:
+    from .staging import _hash_file
+
+    return _hash_file(path)
+
+
+def _path_of(doc_path: str, root: str) -> str:
+    return doc_path.replace("{root[publish]}", root, 1) if doc_path.startswith("{root[publish]}") else doc_path
+
+
+class Auditor:
+    def __init__(self, store, roots: list[str], verify_hashes: bool = True, ftrack: bool = False):
+        self.store, self.roots, self.verify_hashes, self.ftrack = store, roots, verify_hashes, ftrack
+        self.report = Report()
+        self.known_final: set[str] = set()
+        self.known_staging: dict[str, tuple[str, int]] = {}
+
+    def run(self) -> Report:
+        self.check_records()
+        self.check_version_numbers()
+        self.check_reservations()
+        for root in self.roots:
+            self.walk(root)
+        return self.report
+
+    # -- the records ---------------------------------------------------------------------
+    def check_records(self) -> None:
+        for rec in self.store.records.col.find({}, projection={"attempts": {"$slice": -1}}):
+            self.report.checked["records"] += 1
+            key, state = rec["_id"], rec.get("state")
+            for ep, folder in (rec.get("staging_dirs") or {}).items():
+                if folder:
+                    self.known_staging[folder] = (key, int(ep))
+            if rec.get("final_dir"):
+                self.known_final.add(rec["final_dir"])
+            if state == R.PUBLISHED:
+                self.check_published(rec)
+            elif state == R.ROLLED_BACK:
+                self.check_rolled_back(rec)
+            elif rec.get("final_dir") and os.path.isdir(rec["final_dir"]) and state not in (R.COMMITTING,):
+                marker = read_marker(rec["final_dir"])
+                if marker and marker.get("key") == key:
+                    self.report.add(4, key, f"final folder {rec['final_dir']} exists but the record is {state}",
+                                    "run the task again: it rolls forward or back; never edit the folder by hand")
+            self.check_old_staging(rec)
+
+    def _version_doc(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+        project = (rec.get("subset") or {}).get("project")
+        if not project:
+            return None
+        return self.store.catalog.project(project).find_one({"type": "version", "data.atomic_publish.key": rec["_id"]})
+
+    def check_published(self, rec: dict[str, Any]) -> None:
+        key, final = rec["_id"], rec.get("final_dir")
+        project = (rec.get("subset") or {}).get("project")
+        docs = list(self.store.catalog.project(project).find(
+            {"type": "version", "data.atomic_publish.key": key}, projection={"_id": 1, "name": 1}))
+        if len(docs) != 1:
+            self.report.add(1 if len(docs) > 1 else 2, key,
+                            f"published key has {len(docs)} version documents in project {project}",
+                            "restore the version document from the record (atomic-publish run of the task "
+                            "rolls it forward only before PUBLISHED); investigate who deleted or duplicated it")
+        if not final or not os.path.isdir(final):
+            self.report.add(2, key, f"published version's final folder {final} is missing",
+                            "restore it from backup; the documents point at it")
+            return
+        marker = read_marker(final)
+        if not marker or marker.get("key") != key:
+            self.report.add(2, key, f"final folder {final} has no marker of this key ({MARKER})",
+                            "restore the marker or the folder from backup")
+        published_at = rec.get("published_at")
+        published_ns = int(published_at.timestamp() * 1e9) if published_at else None
+        for doc in docs[:1]:
+            reps = self.store.catalog.project(project).find({"type": "representation", "parent": doc["_id"]})
+            for rep in reps:
+                root = ((rep.get("context") or {}).get("root") or {}).get("publish", "")
+                for f in rep.get("files") or []:
+                    self.report.checked["files"] += 1
+                    path = _path_of(f["path"], root)
+                    try:
+                        st = os.stat(path)
+                    except OSError:
+                        self.report.add(2, key, f"published file {path} is missing",
+                                        "restore it from backup (the representation lists it)")
+                        continue
+                    if st.st_size != f.get("size"):
+                        self.report.add(5, key, f"published file {path} has {st.st_size} bytes, recorded "
+                                                f"{f.get('size')}: modified after the commit",
+                                        "restore it from backup; published files must never change")
+                        continue
+                    if published_ns and st.st_mtime_ns > published_ns + MTIME_SLACK_NS:
+                        self.report.add(5, key, f"published file {path} was modified after the commit "
+                                                f"(mtime after {published_at.isoformat()})",
+                                        "restore it from backup; published files must never change")
+                    if self.verify_hashes and f.get("hash") and _hash(path) != f["hash"]:
+                        self.report.add(5, key, f"published file {path} does not match its recorded hash",
+                                        "restore it from backup; published files must never change")
+        self.report.checked["versions"] += 1
+        if self.ftrack:
+            self.check_ftrack(rec, expect_published=True)
+
+    def check_rolled_back(self, rec: dict[str, Any]) -> None:
+        key = rec["_id"]
+        if self._version_doc(rec) is not None:
+            self.report.add(3, key, "rolled-back key has a version document",
+                            "delete that version document and its representations")
+        final = rec.get("final_dir")
+        if final and os.path.lexists(final):
+            marker = read_marker(final)
+            if marker and marker.get("key") == key:
+                self.report.add(3, key, f"rolled-back key left its final folder {final}", "delete the folder")
+        for folder in (rec.get("staging_dirs") or {}).values():
+            if folder and os.path.lexists(folder):
+                self.report.add(3, key, f"rolled-back key left staging folder {folder}",
+                                "run `atomic-publish gc`")
+        if self.store.reservations.col.find_one({"key": key}) is not None:
+            self.report.add(3, key, "rolled-back key still holds a version reservation", "run `atomic-publish gc`")
+        if self.ftrack:
+            self.check_ftrack(rec, expect_published=False)
+
+    def check_old_staging(self, rec: dict[str, Any]) -> None:
+        """Invariant 6: after an attempt that ended (not a crash), no older epoch's staging folder."""
+        last = (rec.get("attempts") or [{}])[-1]
+        if not last.get("end"):
+            return  # running, or crashed: the next attempt cleans up
+        for ep, folder in (rec.get("staging_dirs") or {}).items():
+            if folder and int(ep) < int(rec.get("epoch", 0)) and os.path.isdir(folder):
+                self.report.add(6, rec["_id"], f"staging folder {folder} of epoch {ep} remains after epoch "
+                                               f"{rec['epoch']} ended", "run `atomic-publish gc`")
+
+    def check_ftrack(self, rec: dict[str, Any], expect_published: bool) -> None:
+        entry = (rec.get("receipts") or {}).get("ftrack")
+        if not entry:
+            return
+        try:
+            from .integrations.ftrack import FtrackIntegration, deterministic_id
+
+            session = FtrackIntegration("ftrack", "gate", {})._session()
+        except Exception as exc:
+            self.report.add(2, rec["_id"], f"cannot check ftrack: {exc}", "set FTRACK_SERVER/USER/API_KEY")
+            return
+        try:
+            av = session.query(f'AssetVersion where id is "{deterministic_id("AssetVersion", rec["_id"])}"').first()
+            published = bool(av and av["is_published"])
+        finally:
+            session.close()
+        if expect_published and not published:
+            self.report.add(2, rec["_id"], "published version's ftrack AssetVersion is missing or unpublished",
+                            "run `atomic-publish run` for the task again is not enough after PUBLISHED: "
+                            "publish the AssetVersion in ftrack")
+        if not expect_published and published:
+            self.report.add(3, rec["_id"], "rolled-back key has a published ftrack AssetVersion",
+                            "delete or unpublish it in ftrack")
+
+    # -- the catalogue -------------------------------------------------------------------
+    def check_version_numbers(self) -> None:
+        """Invariant 1: never two version documents with the same number under one subset."""
+        for project in self.store.catalog.db.list_collection_names():
+            pipeline = [{"$match": {"type": "version"}},
+                        {"$group": {"_id": {"parent": "$parent", "name": "$name"}, "n": {"$sum": 1},
+                                    "keys": {"$push": "$data.atomic_publish.key"}}},
+                        {"$match": {"n": {"$gt": 1}}}]
+            for dup in self.store.catalog.project(project).aggregate(pipeline):
+                self.report.add(1, None, f"project {project}: {dup['n']} version documents with number "
+                                         f"{dup['_id']['name']} under subset {dup['_id']['parent']} "
+                                         f"(keys {dup['keys']})",
+                                "keep the one whose folder and record match, delete the others")
+
+    def check_reservations(self) -> None:
+        for res in self.store.reservations.col.find({}):
+            self.report.checked["reservations"] += 1
+            rec = self.store.records.col.find_one({"_id": res["key"]}, projection={"state": 1})
+            if rec is None:
+                self.report.add(3, res["key"], f"reservation of version {res['version']} has no record",
+                                "run `atomic-publish gc`")
+
+    # -- the publish roots ---------------------------------------------------------------
+    def walk(self, root: str) -> None:
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                self.report.checked["directories"] += 1
+                m = STAGING_RE.match(entry.name)
+                if m:
+                    self.check_staging_dir(entry.path, m)
+                    continue
+                marker = read_marker(entry.path) if os.path.isfile(os.path.join(entry.path, MARKER)) else None
+                if marker:
+                    self.check_final_dir(entry.path, marker)
+                    continue
+                if VERSION_DIR_RE.match(entry.name) and entry.path not in self.known_final:
+                    self.report.add(4, None, f"version folder {entry.path} belongs to no publish (no marker, "
+                                             "no record)", "archive or delete it after checking who wrote it")
+                    continue
+                stack.append(entry.path)
+
+    def check_final_dir(self, path: str, marker: dict[str, Any]) -> None:
+        rec = self.store.records.col.find_one({"_id": marker.get("key")}, projection={"state": 1, "final_dir": 1})
+        if rec is None or rec.get("state") not in (R.COMMITTING, R.PUBLISHED):
+            state = rec.get("state") if rec else "no record"
+            self.report.add(4, marker.get("key"), f"final folder {path} exists but its key is {state}",
+                            "run the task again (it rolls forward or back); if there is no record, archive the folder")
+        elif os.path.normpath(rec.get("final_dir") or "") != os.path.normpath(path):
+            self.report.add(4, marker.get("key"), f"final folder {path} is not where the record says "
+                                                  f"({rec.get('final_dir')})", "investigate: a folder was moved")
+
+    def check_staging_dir(self, path: str, m: re.Match) -> None:
+        if path in self.known_staging:
+            return  # checked from its record (invariants 3 and 6)
+        self.report.add(6, None, f"staging folder {path} belongs to no record (hash {m['hash']}, epoch "
+                                 f"{m['epoch']})", "run `atomic-publish gc`")
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=None)
+    p.add_argument("--root", action="append", default=[],
+                   help="publish root to scan for orphan and stale folders (repeatable)")
+    p.add_argument("--no-hash", action="store_true", help="check sizes and dates only (no full read of every file)")
+    p.add_argument("--ftrack", action="store_true", help="also check ftrack (FTRACK_SERVER/USER/API_KEY)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..idempotency.redact import scrub
+    from ..idempotency.store import open_store
+    from .errors import PublishError
+
+    try:
+        store = open_store(args.store, ensure_indexes=False)  # read only
+    except PublishError as exc:
+        print(f"atomic-publish audit: {scrub(str(exc))}; {exc.todo}", file=sys.stderr)
+        return 2
+    try:
+        report = Auditor(store, [os.path.abspath(r) for r in args.root], not args.no_hash, args.ftrack).run()
+    finally:
+        store.close()
+    for v in report.violations:
+        print(f"invariant {v.invariant}: {v.key or '-'}: {v.detail}; {v.todo}")
+    c = report.checked
+    print(f"checked {c['records']} records, {c['versions']} published versions, {c['files']} files, "
+          f"{c['directories']} folders, {c['reservations']} reservations: {len(report.violations)} violation(s)")
+    if args.json:
+        print(report.as_json())
+    return 1 if report.violations else 0
+
+
+__all__ = ["Auditor", "Report", "Violation", "configure_parser", "main"]
