@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -45,8 +45,8 @@ class Identity:
 
     attempt: str
     worker: str
-    host: str = socket.gethostname()
-    pid: int = os.getpid()
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)  # at creation: a forked process has its own
 
 
 def process_alive(pid: int) -> bool:

@@ -19,10 +19,11 @@ class Store:
     ``atomic_publish`` database.
     """
 
-    def __init__(self, client, database: str | None = None, described_as: str = ""):
+    def __init__(self, client, database: str | None = None, described_as: str = "",
+                 state_database: str | None = None):
         self.client = client
         self.described_as = described_as
-        state = client[os.environ.get("ATOMIC_PUBLISH_STATE_DATABASE", STATE_DATABASE)]
+        state = client[state_database or os.environ.get("ATOMIC_PUBLISH_STATE_DATABASE", STATE_DATABASE)]
         self.records = Records(state["records"])
         self.reservations = Reservations(state["reservations"])
         self.catalog = Catalog(client, database or os.environ.get("ATOMIC_PUBLISH_DATABASE", "avalon"))

@@ -114,7 +114,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atomic-publish",
                                      description="Exactly-once, all-or-nothing publishing on a Deadline farm.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,9 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_failpoints)
 
     for name, module in EXTRA_COMMANDS:
-        _add_extra(sub, name, module)
+        if command in (None, name):
+            _add_extra(sub, name, module)
+        else:  # imported only when used: keeps `run` starting fast
+            sub.add_parser(name, help=EXTRA_HELP.get(name))
     return parser
 
+
+EXTRA_HELP = {
+    "submit": "write Deadline job files for one publish (and submit them)",
+    "farm": "run a job on a local Deadline-like farm",
+    "deliver": "deliver pending notifications of published versions",
+    "audit": "check every invariant across the store and the publish roots",
+    "gc": "remove what abandoned attempts left behind",
+    "demo": "the README's demo",
+}
 
 # Commands implemented elsewhere: (name, "module path"); each module has configure_parser(p) and main(args).
 EXTRA_COMMANDS: list[tuple[str, str]] = [
@@ -178,7 +190,7 @@ def _add_extra(sub, name: str, module: str) -> None:
     import importlib
 
     mod = importlib.import_module(module)
-    p = sub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None)
+    p = sub.add_parser(name, help=EXTRA_HELP.get(name))
     mod.configure_parser(p)
     p.set_defaults(func=mod.main)
 
@@ -186,7 +198,9 @@ def _add_extra(sub, name: str, module: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     import os
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     if getattr(args, "worker", "x") is None:
         import socket
         args.worker = socket.gethostname()

@@ -58,6 +58,13 @@ _TABLE = _parse(os.environ.get("ATOMIC_PUBLISH_FAILPOINTS", ""))
 _HITS: dict[str, int] = {}
 
 
+def configure(spec: str) -> None:
+    """Replace the table (a process forked from a warm parent re-reads its environment)."""
+    global _TABLE
+    _TABLE = _parse(spec)
+    _HITS.clear()
+
+
 def hit(name: str) -> None:
     """Fire the failpoint ``name`` when it is enabled and due."""
     if not _TABLE or name not in _TABLE:
@@ -73,5 +80,6 @@ def hit(name: str) -> None:
         os._exit(70)
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    while True:  # hang: until the process is killed or its lease expires and it is superseded
+    print(f"[atomic-publish] failpoint {name}: hang", flush=True)
+    while True:  # hang: until the process is killed (no progress: its lease is no longer renewed)
         time.sleep(3600)

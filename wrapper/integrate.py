@@ -12,7 +12,7 @@ from typing import Any, Callable
 from ..idempotency.keys import object_id
 from . import failpoints, progress
 from .documents import rootless
-from .errors import ManifestError, PublishError
+from .errors import TRANSIENT, ManifestError, PublishError
 from .integrations import registry
 from .integrations.base import GATE, NOTIFY, Context, Integration, PublishedFile
 from .layout import PlannedFile
@@ -106,7 +106,18 @@ class Runner:
             progress.status(f"integration {ident}: compensate")
             if rec.get("version") is not None and plan is not None:
                 ctx = context(self.manifest, self.key, rec, plan, integ)
-                self.retry(f"compensate integration {ident}", integ.compensate, ctx, entry.get("receipt") or {})
+                try:
+                    self.retry(f"compensate integration {ident}", integ.compensate, ctx, entry.get("receipt") or {})
+                except PublishError as exc:
+                    if exc.failure_class == TRANSIENT:
+                        raise  # the next attempt finishes the rollback
+                    # A refusal that no retry can change must not block the rollback forever.
+                    progress.info(f"warning: compensation of integration {ident} refused ({exc.cause}); "
+                                  "the rollback goes on; undo it by hand in that system")
+                    self.write({"$set": {f"receipts.{ident}.state": "compensation-refused",
+                                         f"receipts.{ident}.error": exc.cause}}, f"save the refusal of {ident}")
+                    failpoints.hit("rollback.compensate")
+                    continue
             self.write({"$set": {f"receipts.{ident}.state": "compensated"}}, f"save the compensation of {ident}")
             failpoints.hit("rollback.compensate")
 

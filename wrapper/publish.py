@@ -21,13 +21,13 @@ from . import failpoints, integrate, progress, retry
 from .classify import classify, classify_oserror
 from .commit import move_into_place, read_marker, write_marker
 from .documents import parent_documents, version_documents
-from .errors import BUSY, PERMANENT, ManifestError, PublishError, RolledBack, Superseded
+from .errors import BUSY, PERMANENT, TRANSIENT, ManifestError, PublishError, RolledBack, Superseded
 from .escalation import Limits, error_type, escalate
 from .guard import StopGuard
 from .integrations.base import Integration
 from .layout import check_inside_root, plan_files, version_dir
 from .manifest import Manifest, canonical_json, load_manifest, read_json
-from .outcome import EXIT_OK, Outcome
+from .outcome import EXIT_CODES, EXIT_OK, Outcome
 from .staging import check_sources, fsync_dir, stage
 
 ORDER = {s: i for i, s in enumerate(R.STATES)}
@@ -95,6 +95,7 @@ class Attempt:
         self.index = 0
         self.rec: dict[str, Any] = {}
         self.state = R.NEW
+        self.keeper: LeaseKeeper | None = None
 
     def _r(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
         """One leaf operation under the in-process retry policy."""
@@ -126,6 +127,7 @@ class Attempt:
         if self.rec["state"] == R.ROLLED_BACK:
             return Outcome.from_error(self._rolled_back(self.rec), key=self.key)
         keeper = LeaseKeeper(self.store.records, self.key, self.epoch, self.req.policy.lease_seconds)
+        self.keeper = keeper
         self.guard.extra_checks.append(keeper.check)
         with keeper:
             return self._work()
@@ -242,6 +244,7 @@ class Attempt:
         except OSError as exc:
             raise classify_oserror(exc, "staging", staging_dir, self.req.worker) from None
         check_inside_root(staging_dir, m.publish_root)
+        self._verify_epoch()  # a zombie that woke up after a takeover must not start writing here
         failpoints.hit("stage.begin")
         plan = plan_files(m, rec["version"])
 
@@ -250,7 +253,7 @@ class Attempt:
 
         stats = stage(plan, staging_dir, self.epoch, rec.get("files") or {}, rec.get("staging_dirs") or {},
                       m.link_mode, m.verify, self.req.worker, checkpoint, self.guard.check,
-                      threads=self.req.policy.threads, retry=self._r)
+                      threads=self.req.policy.threads, retry=self._r, tick=self.keeper.tick)
         self.guard.check()
         old = {ep: d for ep, d in (rec.get("staging_dirs") or {}).items() if ep != str(self.epoch)}
         for folder in old.values():
@@ -342,31 +345,77 @@ class Attempt:
         self._set(R.ROLLED_BACK, rolled_back_at=utcnow(), staging_dirs={}, staging_dir=None, files={})
 
     # -- endings -------------------------------------------------------------------------
+    def _verify_epoch(self) -> None:
+        rec = self._r("read the record", self.store.records.get, self.key)
+        if rec is None or rec["epoch"] != self.epoch:
+            raise Superseded(f"epoch {self.epoch} of {self.key} was superseded by a newer attempt; this attempt "
+                             "stops without changing anything")
+
+    def _drop_own_staging(self) -> None:
+        """A superseded attempt removes the staging folder it created, unless the record still lists
+        it (then the newer attempt reuses it, and removes it when done)."""
+        folder = (self.rec.get("staging_dirs") or {}).get(str(self.epoch))
+        if not folder or not os.path.isdir(folder):
+            return
+        try:
+            current = self.store.records.get(self.key) or {}
+        except Exception:
+            return  # cannot tell: leave it to the next attempt or to gc
+        if (current.get("staging_dirs") or {}).get(str(self.epoch)) != folder:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def _fail(self, exc: PublishError) -> Outcome:
         if isinstance(exc, Superseded):
+            self._drop_own_staging()
             return Outcome.from_error(exc, key=self.key, decision="this attempt changed nothing more")
         before_commit = ORDER.get(self.state, 0) < ORDER[R.COMMITTING]
         if before_commit and exc.failure_class != BUSY:
             exc = escalate(exc, (self.rec.get("attempts") or [])[:self.index], self.req.worker,
                            self.req.policy.limits)
-        decision = None
+        if self.state == R.ROLLING_BACK:  # a rollback that did not finish: the next attempt finishes it
+            return self._rollback_interrupted(exc, exc)
         if exc.failure_class == PERMANENT and before_commit:
             try:
                 self._rollback(exc.cause)
             except Superseded as lost:
                 return Outcome.from_error(lost, key=self.key, decision="this attempt changed nothing more")
-            except Exception as inner:  # the next attempt finishes the rollback
-                decision = f"rollback interrupted ({classify(inner).cause}); the next attempt finishes it"
+            except Exception as inner:  # the next attempt finishes the rollback: ask the farm for one
+                return self._rollback_interrupted(exc, classify(inner))
         outcome = Outcome.from_error(exc, key=self.key, version=self.rec.get("version"),
-                                     final_dir=self.rec.get("final_dir"), decision=decision)
+                                     final_dir=self.rec.get("final_dir"))
         try:
             self._finish(exc.failure_class, exc.failure_class, outcome.message, error_type(exc))
         except Exception:
             pass  # the lease expires on its own; the outcome stands
         return outcome
 
+    def _rollback_interrupted(self, exc: PublishError, interrupted: PublishError) -> Outcome:
+        """Report a rollback that stopped midway as transient, so that the farm runs the attempt
+        that finishes it (a rolled-back publish is only reported permanent once it is complete)."""
+        if isinstance(interrupted, Superseded):
+            return Outcome.from_error(interrupted, key=self.key, decision="this attempt changed nothing more")
+        outcome = Outcome.from_error(exc, key=self.key, version=self.rec.get("version"),
+                                     final_dir=self.rec.get("final_dir"),
+                                     decision=f"rollback interrupted ({interrupted.cause}); task requeued "
+                                              "so that the next attempt finishes it")
+        outcome.exit_code, outcome.outcome, outcome.failure_class = EXIT_CODES[TRANSIENT], TRANSIENT, TRANSIENT
+        try:
+            self._finish(TRANSIENT, TRANSIENT, outcome.message, error_type(interrupted))
+        except Exception:
+            pass  # the lease expires on its own
+        return outcome
+
     def _finish(self, outcome: str, error_class: str | None, message: str | None,
                 error_kind: str | None = None) -> None:
+        """Close this attempt's history entry; a superseded attempt drops its staging folder."""
+        try:
+            self._finish_fenced(outcome, error_class, message, error_kind)
+        except Superseded:
+            self._drop_own_staging()
+            raise
+
+    def _finish_fenced(self, outcome: str, error_class: str | None, message: str | None,
+                       error_kind: str | None) -> None:
         self._r("close the attempt", self.store.records.finish_attempt, self.key, self.epoch, self.index,
                 outcome, error_class, message, error_kind)
 

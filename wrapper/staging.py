@@ -88,8 +88,15 @@ def _hash_file(path: str) -> str:
     return h.hexdigest()
 
 
-def copy_file(src: str, dst: str, mode: str, verify: str, worker: str) -> dict[str, Any]:
-    """Copy (or hardlink) ``src`` to ``dst``, fsync it, and return its verified entry."""
+def _no_tick() -> None:
+    pass
+
+
+def copy_file(src: str, dst: str, mode: str, verify: str, worker: str,
+              tick: Callable[[], None] = _no_tick) -> dict[str, Any]:
+    """Copy (or hardlink) ``src`` to ``dst``, fsync it, and return its verified entry.
+
+    ``tick()`` is called for every chunk: the lease stays alive while bytes move."""
     st0 = _source_stat(src, worker)
     linked = False
     if mode == "hardlink":
@@ -126,6 +133,7 @@ def copy_file(src: str, dst: str, mode: str, verify: str, worker: str) -> dict[s
                     if not n:
                         break
                     h.update(view[:n])
+                    tick()
                     try:
                         fout.write(view[:n])
                     except OSError as exc:
@@ -172,7 +180,8 @@ def _reusable(entry: dict[str, Any] | None, item: PlannedFile, src_st: os.stat_r
 def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str, dict[str, Any]],
           staging_dirs: dict[str, str], mode: str, verify: str, worker: str,
           checkpoint: Callable[[dict[str, dict[str, Any]]], None], guard: Callable[[], None],
-          threads: int = 4, retry: Callable[..., Any] | None = None) -> StageStats:
+          threads: int = 4, retry: Callable[..., Any] | None = None,
+          tick: Callable[[], None] = _no_tick) -> StageStats:
     """Stage every planned file into ``staging_dir``; returns the verified entries by file id.
 
     ``retry(operation, fn, *args)`` runs one file copy under the in-process retry policy.
@@ -181,7 +190,7 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
 
     def copy_one(item: PlannedFile) -> dict[str, Any]:
         return retry(f"copy {item.name}", copy_file, item.source, os.path.join(staging_dir, item.name),
-                     mode, verify, worker)
+                     mode, verify, worker, tick)
     stats = StageStats()
     src_stats = check_sources(plan, worker)
     progress = Progress(len(plan), sum(s.st_size for s in src_stats.values()))
@@ -247,6 +256,7 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
             raise
     if pending:
         checkpoint(dict(pending))
+        failpoints.hit("stage.checkpoint")
     return stats
 
 
