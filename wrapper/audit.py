@@ -49,8 +49,17 @@ def _hash(path: str) -> str:
     return _hash_file(path)
 
 
-def _path_of(doc_path: str, root: str) -> str:
-    return doc_path.replace("{root[publish]}", root, 1) if doc_path.startswith("{root[publish]}") else doc_path
+def _path_of(doc_path: str, roots: dict[str, Any]) -> str:
+    """A rootless path resolved on this platform with the representation's ``context.root``."""
+    from .manifest import ROOT_REF, current_platform
+
+    m = ROOT_REF.match(doc_path)
+    if not m:
+        return doc_path
+    root = roots.get(m["name"], "")
+    if isinstance(root, dict):
+        root = root.get(current_platform(), "")
+    return root.rstrip("/\\") + m["rest"]
 
 
 class Auditor:
@@ -118,10 +127,10 @@ class Auditor:
         for doc in docs[:1]:
             reps = self.store.catalog.project(project).find({"type": "representation", "parent": doc["_id"]})
             for rep in reps:
-                root = ((rep.get("context") or {}).get("root") or {}).get("publish", "")
+                roots = (rep.get("context") or {}).get("root") or {}
                 for f in rep.get("files") or []:
                     self.report.checked["files"] += 1
-                    path = _path_of(f["path"], root)
+                    path = _path_of(f["path"], roots)
                     try:
                         st = os.stat(path)
                     except OSError:

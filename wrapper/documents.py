@@ -18,10 +18,26 @@ from .staging import file_id
 ROOT_NAME = "publish"
 
 
-def rootless(path: str, root: str) -> str:
-    """``/mnt/projects/demo/...`` -> ``{root[publish]}/demo/...`` (OpenPype's rootless form)."""
-    rel = os.path.relpath(path, root).replace(os.sep, "/")
-    return f"{{root[{ROOT_NAME}]}}/{rel}"
+def rootless(path: str, manifest: Manifest) -> str:
+    """``/mnt/projects/demo/...`` -> ``{root[work]}/demo/...`` (OpenPype's rootless form).
+
+    The manifest's named root that holds the path (the longest) is used; without named roots,
+    the publish root is the root named ``publish``."""
+    candidates = dict(manifest.platform_roots) or {ROOT_NAME: manifest.publish_root}
+    best = None
+    for name, root in candidates.items():
+        root = os.path.normpath(root)
+        if os.path.commonpath([os.path.normpath(path), root]) == root and (best is None or len(root) > len(best[1])):
+            best = (name, root)
+    if best is None:
+        best = (ROOT_NAME, os.path.normpath(manifest.publish_root))
+    rel = os.path.relpath(path, best[1]).replace(os.sep, "/")
+    return f"{{root[{best[0]}]}}/{rel}"
+
+
+def context_roots(manifest: Manifest) -> dict[str, Any]:
+    """``context.root``: every named root on every platform, so that any platform can resolve."""
+    return {name: dict(paths) for name, paths in manifest.roots.items()} or {ROOT_NAME: manifest.publish_root}
 
 
 def parent_documents(manifest: Manifest) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -65,17 +81,16 @@ def version_documents(manifest: Manifest, key: str, record: dict[str, Any], plan
         },
     }
     reps = []
-    root = manifest.publish_root
     for rep in manifest.representations:
         items = [p for p in plan if p.representation == rep.name]
         files = []
         for p in items:
             e = entries[file_id(p.name)]
-            files.append({"_id": object_id("file", key, p.name), "path": rootless(os.path.join(final_dir, p.name), root),
+            files.append({"_id": object_id("file", key, p.name), "path": rootless(os.path.join(final_dir, p.name), manifest),
                           "size": e["size"], "hash": e["hash"], "hash_type": e.get("hash_type", "xxh3_128"),
                           "sites": [{"name": "studio", "created_dt": committed_at}]})
         first = items[0]
-        context = {"root": {ROOT_NAME: root}, "project": {"name": manifest.project_name, "code": manifest.project_code},
+        context = {"root": context_roots(manifest), "project": {"name": manifest.project_name, "code": manifest.project_code},
                    "asset": manifest.asset, "hierarchy": manifest.hierarchy, "task": manifest.task,
                    "subset": manifest.subset, "family": manifest.family, "version": version_no,
                    "representation": rep.name, "ext": first.ext, "username": manifest.author or getpass.getuser()}

@@ -43,7 +43,7 @@ def context(manifest: Manifest, key: str, rec: dict[str, Any], plan: list[Planne
     for p in plan:
         e = entries.get(file_id(p.name), {})
         path = os.path.join(rec["final_dir"], p.name)
-        files.append(PublishedFile(p.representation, p.name, path, rootless(path, manifest.publish_root),
+        files.append(PublishedFile(p.representation, p.name, path, rootless(path, manifest),
                                    int(e.get("size", 0)), e.get("hash", ""), p.frame))
     return Context(key=key, job_id=rec.get("job_id", ""), task_id=int(rec.get("task_id", 0)), manifest=manifest,
                    version=int(rec["version"]), final_dir=rec["final_dir"], files=tuple(files),

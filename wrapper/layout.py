@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .errors import DestinationError, ManifestError
 from .manifest import Manifest
 
+ROOT_FIELD = re.compile(r"^root\[[A-Za-z0-9_-]+\]$")
 ALLOWED_FIELDS = {"publish_root", "project[name]", "project[code]", "hierarchy", "asset",
                   "family", "subset", "task", "version"}
 FRAME_RE = re.compile(r"^(?P<head>.*?)(?P<frame>\d+)\.(?P<ext>[A-Za-z0-9]{1,16})$")
@@ -38,7 +39,7 @@ def check_template(template: str) -> None:
     for _literal, field_name, spec, conversion in parsed:
         if field_name is None:
             continue
-        if field_name not in ALLOWED_FIELDS:
+        if field_name not in ALLOWED_FIELDS and not ROOT_FIELD.match(field_name):
             raise ManifestError("template", f"field {{{field_name}}} is not allowed; use one of "
                                 + ", ".join(sorted(ALLOWED_FIELDS)))
         if conversion or (spec and "{" in spec):
@@ -46,6 +47,22 @@ def check_template(template: str) -> None:
         has_version |= field_name == "version"
     if not has_version:
         raise ManifestError("template", "must contain {version}, or every version would share one folder")
+
+
+class _Roots(dict):
+    """``{root[NAME]}`` in a template: the root's path on this platform, or a clear error."""
+
+    def __init__(self, manifest: Manifest):
+        super().__init__(manifest.platform_roots)
+        self.declared = manifest.roots
+
+    def __missing__(self, name: str) -> str:
+        if name not in self.declared:
+            raise ManifestError("template", f"names root {name!r}, which the manifest's roots do not declare")
+        from .errors import WorkerLocalError
+
+        raise WorkerLocalError(f"root {name!r} has no path for this platform (manifest field template)",
+                               "add it to the manifest's roots, or keep this platform's workers off the job")
 
 
 def version_dir(manifest: Manifest, version: int) -> str:
@@ -56,6 +73,7 @@ def version_dir(manifest: Manifest, version: int) -> str:
         "project": {"name": manifest.project_name, "code": manifest.project_code},
         "hierarchy": manifest.hierarchy, "asset": manifest.asset, "family": manifest.family,
         "subset": manifest.subset, "task": manifest.task or "", "version": version,
+        "root": _Roots(manifest),
     }
     try:
         path = manifest.template.format(**values)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,12 @@ SCHEMA: dict[str, Any] = {
                                                   "id": {"type": "string", "pattern": NAME},
                                                   "phase": {"enum": ["gate", "notify"]},
                                                   "settings": {"type": "object"}}}},
+        "roots": {"type": "object", "maxProperties": 16,
+                  "propertyNames": {"pattern": NAME},
+                  "additionalProperties": {
+                      "type": "object", "additionalProperties": False, "minProperties": 1,
+                      "properties": {p: {"type": "string", "minLength": 1, "maxLength": 1024}
+                                     for p in ("windows", "linux", "darwin")}}},
         "link_mode": {"enum": ["copy", "hardlink"]},
         "verify": {"enum": ["size", "hash"]},
     },
@@ -95,6 +102,8 @@ class Manifest:
     integrations: tuple[dict[str, Any], ...] = ()
     link_mode: str = "copy"
     verify: str = "size"
+    roots: dict[str, dict[str, str]] = field(default_factory=dict)   # name -> platform -> path
+    platform_roots: dict[str, str] = field(default_factory=dict)     # name -> path on this platform
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def canonical(self) -> str:
@@ -158,17 +167,23 @@ def parse_manifest(data: Any) -> Manifest:
         seen[low] = rep["name"]
         for j, path in enumerate(rep["files"]):
             _check_source_path(f"representations[{i}].files[{j}]", path)
-    root = data["publish_root"]
+    roots = data.get("roots") or {}
+    here = platform_roots(roots)
+    root = resolve_roots("publish_root", data["publish_root"], roots, here)
     if "\x00" in root or any(ord(c) < 32 for c in root):
         raise ManifestError("publish_root", "contains a NUL or control character")
     if not os.path.isabs(root):
         raise ManifestError("publish_root", f"{root!r} is not an absolute path")
+    representations = tuple(
+        Representation(r["name"], tuple(resolve_roots(f"representations[{i}].files[{j}]", f, roots, here)
+                                        for j, f in enumerate(r["files"])))
+        for i, r in enumerate(data["representations"]))
     return Manifest(
         project_name=data["project"]["name"], project_code=data["project"]["code"],
         asset=data["asset"], hierarchy=data.get("hierarchy") or "", task=data.get("task"),
         subset=data["subset"], family=data["family"], version=data.get("version"),
         publish_root=os.path.normpath(root), template=data.get("template") or DEFAULT_TEMPLATE,
-        representations=tuple(Representation(r["name"], tuple(r["files"])) for r in data["representations"]),
+        representations=representations, roots=roots, platform_roots=here,
         author=data.get("author") or "", comment=data.get("comment") or "",
         source=data.get("source") or "", integrations=tuple(data.get("integrations") or ()),
         link_mode=data.get("link_mode") or "copy", verify=data.get("verify") or "size", raw=data,
@@ -178,8 +193,43 @@ def parse_manifest(data: Any) -> Manifest:
 def _check_source_path(field_name: str, path: str) -> None:
     if "\x00" in path or any(ord(c) < 32 for c in path):
         raise ManifestError(field_name, "contains a NUL or control character")
-    if not os.path.isabs(path):
+    if not os.path.isabs(path) and not ROOT_REF.match(path):
         raise ManifestError(field_name, f"{path!r} is not an absolute path")
+
+
+ROOT_REF = re.compile(r"^\{root\[(?P<name>[A-Za-z0-9_-]+)\]\}(?P<rest>(?:[/\\].*)?)$")
+
+
+def current_platform() -> str:
+    """OpenPype's platform names: windows, linux, darwin."""
+    if os.name == "nt":
+        return "windows"
+    return "darwin" if sys.platform == "darwin" else "linux"
+
+
+def platform_roots(roots: dict[str, dict[str, str]], platform: str | None = None) -> dict[str, str]:
+    """Each named root's path on ``platform`` (default: this one); roots without one are left out."""
+    platform = platform or current_platform()
+    return {name: paths[platform].rstrip("/\\") or paths[platform] for name, paths in roots.items()
+            if paths.get(platform)}
+
+
+def resolve_roots(field_name: str, value: str, roots: dict[str, dict[str, str]], here: dict[str, str]) -> str:
+    """``{root[work]}/renders/x.exr`` -> ``/mnt/projects/renders/x.exr`` on this platform."""
+    m = ROOT_REF.match(value)
+    if not m:
+        return value
+    name = m["name"]
+    if name not in roots:
+        raise ManifestError(field_name, f"names root {name!r}, which the manifest's roots do not declare")
+    if name not in here:
+        from .errors import WorkerLocalError
+
+        raise WorkerLocalError(f"root {name!r} has no path for platform {current_platform()} (manifest field "
+                               f"{field_name})", "add it to the manifest's roots, or keep this platform's "
+                               "workers off the job")
+    rest = m["rest"].replace("\\", "/")
+    return here[name] + rest
 
 
 def canonical_json(data: Any) -> str:
