@@ -25,10 +25,10 @@ class KeyError_(ValueError):
 
 def deadline_key(job_id: str, task_id: str | int) -> str:
     """Key of a Deadline 10 task: ``deadline10:<JobId>:<TaskId>``."""
-    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise KeyError_("--job-id", f"{job_id!r} is not a Deadline job id (letters, digits, '_', '.', '-')")
     task = str(task_id)
-    if not task.isdigit() or len(task) > 9:
+    if not (task.isascii() and task.isdigit()) or len(task) > 9:
         raise KeyError_("--task-id", f"{task_id!r} is not a task id (a whole number from 0)")
     return f"deadline10:{job_id}:{int(task)}"
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .errors import DestinationError, ManifestError
 from .manifest import Manifest
 
+SPEC_RE = re.compile(r"(?:[0-9A-Za-z_-]?[<>^])?0?\d{0,2}")
 ROOT_FIELD = re.compile(r"^root\[[A-Za-z0-9_-]+\]$")
 ALLOWED_FIELDS = {"publish_root", "project[name]", "project[code]", "hierarchy", "asset",
                   "family", "subset", "task", "version"}
@@ -44,6 +45,9 @@ def check_template(template: str) -> None:
                                 + ", ".join(sorted(ALLOWED_FIELDS)))
         if conversion or (spec and "{" in spec):
             raise ManifestError("template", f"field {{{field_name}}} has an unsupported conversion or nested field")
+        if spec and not SPEC_RE.fullmatch(spec):
+            raise ManifestError("template", f"field {{{field_name}}} has an unsupported format spec {spec!r} "
+                                "(use fill, alignment and width, e.g. 0>3)")
         has_version |= field_name == "version"
     if not has_version:
         raise ManifestError("template", "must contain {version}, or every version would share one folder")
@@ -83,11 +87,29 @@ def version_dir(manifest: Manifest, version: int) -> str:
     parts = [p for p in path.split("/")]
     if any(p in ("..", ".") for p in parts):
         raise DestinationError(f"template resolves to {path!r}, which contains '..' or '.'")
+    root_depth = len([p for p in manifest.publish_root.replace("\\", "/").split("/") if p])
+    for part in [p for p in parts if p][root_depth:]:
+        _check_folder_name(part)
     norm = os.path.normpath(path.replace("//", "/"))
     root = os.path.normpath(manifest.publish_root)
     if not os.path.isabs(norm) or os.path.commonpath([norm, root]) != root or norm == root:
         raise DestinationError(f"template resolves to {norm!r}, outside the publish root {root!r}")
     return norm
+
+
+def _check_folder_name(part: str) -> None:
+    """Folders the template makes must be portable: Windows refuses trailing dots and spaces,
+    reserved names and control characters, and most filesystems names over 255 bytes."""
+    from .manifest import WINDOWS_RESERVED
+
+    if part.endswith((".", " ")):
+        raise DestinationError(f"template makes folder {part!r}, which ends with a dot or a space")
+    if any(ord(c) < 32 for c in part):
+        raise DestinationError(f"template makes folder {part!r}, which contains a control character")
+    if len(part.encode("utf-8")) > 255:
+        raise DestinationError(f"template makes folder {part[:40]!r}..., which is longer than 255 bytes")
+    if WINDOWS_RESERVED.match(part):
+        raise DestinationError(f"template makes folder {part!r}, a reserved name on Windows")
 
 
 def check_inside_root(path: str, root: str) -> None:

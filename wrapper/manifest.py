@@ -19,7 +19,7 @@ from .errors import ManifestError
 DEFAULT_TEMPLATE = ("{publish_root}/{project[name]}/{hierarchy}/{asset}/publish/"
                     "{family}/{subset}/v{version:0>3}")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z"  # \Z: "$" would accept a trailing newline
 WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 
 SCHEMA: dict[str, Any] = {
@@ -31,11 +31,11 @@ SCHEMA: dict[str, Any] = {
         "project": {
             "type": "object", "additionalProperties": False, "required": ["name", "code"],
             "properties": {"name": {"type": "string", "pattern": NAME},
-                           "code": {"type": "string", "pattern": r"^[A-Za-z0-9_]{1,16}$"}},
+                           "code": {"type": "string", "pattern": r"^[A-Za-z0-9_]{1,16}\Z"}},
         },
         "asset": {"type": "string", "pattern": NAME},
         "hierarchy": {"type": "string", "maxLength": 512,
-                      "pattern": r"^([A-Za-z0-9][A-Za-z0-9_-]{0,63})(/[A-Za-z0-9][A-Za-z0-9_-]{0,63})*$"},
+                      "pattern": r"^([A-Za-z0-9][A-Za-z0-9_-]{0,63})(/[A-Za-z0-9][A-Za-z0-9_-]{0,63})*\Z"},
         "task": {"type": "string", "pattern": NAME},
         "subset": {"type": "string", "pattern": NAME},
         "family": {"type": "string", "pattern": NAME},
@@ -153,9 +153,13 @@ def parse_manifest(data: Any) -> Manifest:
             field_path = f"{field_path}.{missing}" if field_path != "(top level)" else missing
             raise ManifestError(field_path, "is required")
         raise ManifestError(field_path, _problem(first))
-    for name in (data["asset"], data["subset"], data["family"], data.get("task") or "x"):
+    _check_unicode(data, "")
+    named = [("project.name", data["project"]["name"]), ("asset", data["asset"]), ("subset", data["subset"]),
+             ("family", data["family"]), ("task", data.get("task") or "x")]
+    named += [("hierarchy", part) for part in (data.get("hierarchy") or "").split("/") if part]
+    for field_name, name in named:
         if WINDOWS_RESERVED.match(name):
-            raise ManifestError("asset/subset/family/task", f"{name!r} is a reserved name on Windows")
+            raise ManifestError(field_name, f"{name!r} is a reserved name on Windows")
     seen: dict[str, str] = {}
     for i, rep in enumerate(data["representations"]):
         low = rep["name"].lower()
@@ -174,6 +178,8 @@ def parse_manifest(data: Any) -> Manifest:
         raise ManifestError("publish_root", "contains a NUL or control character")
     if not os.path.isabs(root):
         raise ManifestError("publish_root", f"{root!r} is not an absolute path")
+    if ".." in root.replace("\\", "/").split("/"):
+        raise ManifestError("publish_root", "contains '..' (give the publish root in normal form)")
     representations = tuple(
         Representation(r["name"], tuple(resolve_roots(f"representations[{i}].files[{j}]", f, roots, here)
                                         for j, f in enumerate(r["files"])))
@@ -195,6 +201,24 @@ def _check_source_path(field_name: str, path: str) -> None:
         raise ManifestError(field_name, "contains a NUL or control character")
     if not os.path.isabs(path) and not ROOT_REF.match(path):
         raise ManifestError(field_name, f"{path!r} is not an absolute path")
+    if ".." in path.replace("\\", "/").split("/"):
+        raise ManifestError(field_name, f"{path!r} contains '..'")
+
+
+def _check_unicode(value: Any, path: str) -> None:
+    """Lone surrogates decode from JSON escapes but cannot be written anywhere: refuse them."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ManifestError(path or "(top level)", "is not valid Unicode (lone surrogate)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_unicode(k, path)
+            _check_unicode(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_unicode(v, f"{path}[{i}]")
 
 
 ROOT_REF = re.compile(r"^\{root\[(?P<name>[A-Za-z0-9_-]+)\]\}(?P<rest>(?:[/\\].*)?)$")
@@ -253,9 +277,21 @@ def read_json(path: str | os.PathLike[str], field: str = "--manifest") -> Any:
     except UnicodeDecodeError as exc:
         raise ManifestError(field, f"is not UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise ManifestError(field, f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ManifestError(field, "is nested deeper than Python can read") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose key appears twice is ambiguous (which one wins?): refuse it."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ManifestError(key, "appears twice (JSON keys must be unique)")
+        seen[key] = value
+    return seen
 
 
 def load_manifest(path: str | os.PathLike[str]) -> Manifest:
