@@ -107,6 +107,24 @@ def _cmd_failpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_usage_errors_as_results(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """A bad `run` command line is a permanent failure of the job submission: exit 78 with a result line."""
+
+    def error(message: str):
+        from .errors import ManifestError
+        from .outcome import Outcome
+
+        outcome = Outcome.from_error(ManifestError("arguments", message, "fix the job submission"),
+                                     decision="nothing was written; the job fails without retries")
+        outcome.emit("--json" in argv)
+        sys.exit(outcome.exit_code)
+
+    parser.error = error  # type: ignore[method-assign]
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        for sub in getattr(action, "choices", {}).values():
+            sub.error = error  # type: ignore[method-assign]
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -200,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
+    parser = build_parser(command)
+    if command == "run":  # the farm reads a result, not argparse's usage text and exit 2
+        _report_usage_errors_as_results(parser, argv)
+    args = parser.parse_args(argv)
     if getattr(args, "worker", "x") is None:
         import socket
         args.worker = socket.gethostname()

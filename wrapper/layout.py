@@ -136,7 +136,7 @@ def plan_files(manifest: Manifest, version: int) -> list[PlannedFile]:
     planned: list[PlannedFile] = []
     taken: dict[str, str] = {}
     for ri, rep in enumerate(manifest.representations):
-        sequence = len(rep.files) > 1
+        sequence = len(rep.files) > 1 or rep.frames is not None
         frames: set[str] = set()
         for fi, src in enumerate(rep.files):
             field = f"representations[{ri}].files[{fi}]"
@@ -162,4 +162,30 @@ def plan_files(manifest: Manifest, version: int) -> list[PlannedFile]:
                                     "(names must differ even on case-insensitive filesystems)")
             taken[low] = field
             planned.append(PlannedFile(rep.name, src, name, frame, ext))
+        if rep.frames:
+            _check_frames(f"representations[{ri}].frames", rep.frames, frames)
     return planned
+
+
+MAX_FRAMES = 100000
+
+
+def _check_frames(field: str, spec: str, found: set[str]) -> None:
+    """The sequence has exactly the frames the manifest announces: no gap, nothing extra."""
+    wanted: set[int] = set()
+    for part in spec.split(","):
+        start, _, end = part.partition("-")
+        lo, hi = int(start), int(end or start)
+        if hi < lo:
+            raise ManifestError(field, f"range {part!r} runs backwards")
+        if hi - lo + 1 + len(wanted) > MAX_FRAMES:
+            raise ManifestError(field, f"{spec!r} has more than {MAX_FRAMES} frames")
+        wanted.update(range(lo, hi + 1))
+    have = {int(f) for f in found}
+    missing = sorted(wanted - have)
+    if missing:
+        raise ManifestError(field, f"frame {missing[0]} of {spec} is missing"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    extra = sorted(have - wanted)
+    if extra:
+        raise ManifestError(field, f"frame {extra[0]} is not in {spec}")

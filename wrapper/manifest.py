@@ -50,6 +50,8 @@ SCHEMA: dict[str, Any] = {
                     "name": {"type": "string", "pattern": NAME},
                     "files": {"type": "array", "minItems": 1, "maxItems": 100000,
                               "items": {"type": "string", "minLength": 1, "maxLength": 4096}},
+                    "frames": {"type": "string", "maxLength": 256,
+                               "pattern": r"^\d{1,9}(-\d{1,9})?(,\d{1,9}(-\d{1,9})?)*\Z"},
                 },
             },
         },
@@ -79,6 +81,7 @@ _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 class Representation:
     name: str
     files: tuple[str, ...]
+    frames: str | None = None  # e.g. "1001-1024": the sequence must have exactly these frames
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ def parse_manifest(data: Any) -> Manifest:
         raise ManifestError("publish_root", "contains '..' (give the publish root in normal form)")
     representations = tuple(
         Representation(r["name"], tuple(resolve_roots(f"representations[{i}].files[{j}]", f, roots, here)
-                                        for j, f in enumerate(r["files"])))
+                                        for j, f in enumerate(r["files"])), r.get("frames"))
         for i, r in enumerate(data["representations"]))
     return Manifest(
         project_name=data["project"]["name"], project_code=data["project"]["code"],

@@ -21,14 +21,15 @@ from . import failpoints, integrate, progress, retry
 from .classify import classify, classify_oserror
 from .commit import move_into_place, read_marker, write_marker
 from .documents import parent_documents, version_documents
-from .errors import BUSY, PERMANENT, TRANSIENT, ManifestError, PublishError, RolledBack, Superseded
+from .errors import (BUSY, PERMANENT, TRANSIENT, DestinationError, ManifestError, PublishError, RolledBack,
+                     Superseded, VersionConflict)
 from .escalation import Limits, error_type, escalate
 from .guard import StopGuard
 from .integrations.base import Integration
 from .layout import check_inside_root, plan_files, version_dir
 from .manifest import Manifest, canonical_json, load_manifest, read_json
 from .outcome import EXIT_CODES, EXIT_OK, Outcome
-from .staging import check_sources, fsync_dir, stage
+from .staging import allowed_source_roots, check_sources, fsync_dir, stage
 
 ORDER = {s: i for i, s in enumerate(R.STATES)}
 T = TypeVar("T")
@@ -81,6 +82,18 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
         return Attempt(store, manifest, key, print_, req, guard, integrations).run()
     finally:
         store.close()
+
+
+def _remove_empty_parents(folder: str, root: str) -> None:
+    """After a rollback, remove the folders below the publish root left empty (subset, family...)."""
+    root = os.path.normpath(root)
+    folder = os.path.normpath(folder)
+    while folder != root and os.path.commonpath([folder, root]) == root:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return  # not empty (other versions), or gone: stop here
+        folder = os.path.dirname(folder)
 
 
 class Attempt:
@@ -182,8 +195,20 @@ class Attempt:
                 raise PermissionError(13, "denied", root)
         except OSError as exc:
             raise classify_oserror(exc, "publish-root", root, worker) from None
-        check_sources(plan_files(self.manifest, 1), worker)
+        real = os.path.realpath(root)
+        if os.path.normcase(real) != os.path.normcase(os.path.normpath(root)):
+            raise DestinationError(f"publish root {root} is a symlink to {real}; give the real path in the manifest "
+                                   "(a symlinked root lets the version land outside the storage it names)")
+        check_sources(plan_files(self.manifest, 1), worker, allowed_source_roots())
         check_inside_root(version_dir(self.manifest, 1), root)
+        if self.manifest.version is not None:  # a pinned number whose folder belongs to someone else
+            final = version_dir(self.manifest, self.manifest.version)
+            if os.path.lexists(final):
+                marker = read_marker(final)
+                if not marker or marker.get("key") != self.key:
+                    owner = f"publish {marker['key']}" if marker else "nobody (no atomic-publish marker)"
+                    raise VersionConflict(f"version {self.manifest.version} folder {final} belongs to {owner}; "
+                                          "nothing was overwritten")
         for integration in self.integrations:
             integration.check_environment()
 
@@ -238,11 +263,16 @@ class Attempt:
     def _stage(self) -> None:
         m, rec = self.manifest, self.rec
         staging_dir, final_dir = rec["staging_dir"], rec["final_dir"]
-        try:
-            os.makedirs(os.path.dirname(final_dir), exist_ok=True)
-            os.makedirs(staging_dir, exist_ok=True)
-        except OSError as exc:
-            raise classify_oserror(exc, "staging", staging_dir, self.req.worker) from None
+        for tries_left in (2, 1, 0):  # a concurrent rollback may remove an empty parent in between
+            try:
+                os.makedirs(staging_dir, exist_ok=True)
+                break
+            except FileNotFoundError:
+                if not tries_left:
+                    raise classify_oserror(FileNotFoundError(2, "vanished"), "staging", staging_dir,
+                                           self.req.worker) from None
+            except OSError as exc:
+                raise classify_oserror(exc, "staging", staging_dir, self.req.worker) from None
         check_inside_root(staging_dir, m.publish_root)
         self._verify_epoch()  # a zombie that woke up after a takeover must not start writing here
         failpoints.hit("stage.begin")
@@ -339,6 +369,8 @@ class Attempt:
         self.runner.compensate_all(rec, plan)
         for folder in (rec.get("staging_dirs") or {}).values():
             shutil.rmtree(folder, ignore_errors=True)
+        if rec.get("final_dir"):
+            _remove_empty_parents(os.path.dirname(rec["final_dir"]), self.manifest.publish_root)
         failpoints.hit("rollback.staging")
         self._r("release the reservation", self.store.reservations.release, self.key)
         failpoints.hit("rollback.reservation")

@@ -67,11 +67,31 @@ def _source_stat(path: str, worker: str) -> os.stat_result:
     return st
 
 
-def check_sources(plan: list[PlannedFile], worker: str) -> dict[str, os.stat_result]:
-    """Pre-flight: every source exists, is a regular file and is readable here."""
+def allowed_source_roots() -> list[str]:
+    """``ATOMIC_PUBLISH_SOURCE_ROOTS`` (os.pathsep-separated): where sources may resolve to.
+
+    A worker setting (the Deadline plugin's SourceRoots configuration), not a manifest field:
+    whoever submits the job must not be able to widen it."""
+    value = os.environ.get("ATOMIC_PUBLISH_SOURCE_ROOTS", "")
+    return [os.path.realpath(r) for r in value.split(os.pathsep) if r.strip()]
+
+
+def _check_allowed(path: str, roots: list[str]) -> None:
+    real = os.path.realpath(path)
+    if not any(os.path.commonpath([real, r]) == r for r in roots):
+        raise SourceError(f"source {path} resolves to {real}, which is outside the allowed source roots "
+                          f"({os.pathsep.join(roots)})", "publish only render outputs from the allowed storage")
+
+
+def check_sources(plan: list[PlannedFile], worker: str, roots: list[str] | None = None) -> dict[str, os.stat_result]:
+    """Pre-flight: every source exists, is a regular file, is readable here and, when the worker
+    restricts them, resolves inside the allowed source roots (symlinks followed)."""
     stats: dict[str, os.stat_result] = {}
+    roots = allowed_source_roots() if roots is None else roots
     for item in plan:
         st = _source_stat(item.source, worker)
+        if roots:
+            _check_allowed(item.source, roots)
         if not os.access(item.source, os.R_OK):
             raise classify_oserror(PermissionError(errno.EACCES, "denied"), "source", item.source, worker)
         stats[item.source] = st
@@ -98,6 +118,9 @@ def copy_file(src: str, dst: str, mode: str, verify: str, worker: str,
 
     ``tick()`` is called for every chunk: the lease stays alive while bytes move."""
     st0 = _source_stat(src, worker)
+    roots = allowed_source_roots()
+    if roots:
+        _check_allowed(src, roots)
     linked = False
     if mode == "hardlink":
         try:

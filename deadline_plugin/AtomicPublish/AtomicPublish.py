@@ -172,19 +172,19 @@ class AtomicPublishPlugin(DeadlinePlugin):
 
     def RenderArgument(self):
         submitted = self.SubmittedManifest()
-        arguments = [
-            "run",
-            "--manifest", self.MappedCopy(submitted),
-            "--submitted-manifest", submitted,
-            "--job-id", self.GetJob().JobId,
-            "--task-id", self.GetCurrentTaskId(),
-            "--worker", self.GetSlaveName(),
+        options = [
+            ("--manifest", self.MappedCopy(submitted)),
+            ("--submitted-manifest", submitted),
+            ("--job-id", self.GetJob().JobId),
+            ("--task-id", self.GetCurrentTaskId()),
+            ("--worker", self.GetSlaveName()),
         ]
         for key, option in POLICY_OPTIONS:
             value = self.GetPluginInfoEntryWithDefault(key, "").strip()
             if value:
-                arguments.extend([option, value])
-        return " ".join(QuoteArgument(argument) for argument in arguments)
+                options.append((option, value))
+        # --option=value: a value starting with "-" can never be read as another option.
+        return " ".join(["run"] + [QuoteArgument("%s=%s" % pair) for pair in options])
 
     def SubmittedManifest(self):
         """The submitted manifest file, at its path-mapped location on this worker.

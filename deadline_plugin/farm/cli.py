@@ -11,6 +11,7 @@ from .runner import DEFAULT_BAD_WORKER_ERRORS, FarmResult, parse_worker_env, run
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INVALID_JOB = 78  # an invalid job or plugin info file (permanent)
 EXIT_NOT_FINISHED = 3
 
 
@@ -81,7 +82,10 @@ def main(args: argparse.Namespace) -> int:
                           worker_env=worker_env, farm_dir=args.dir, timeout=args.timeout,
                           bad_worker_errors=args.bad_worker_errors, plugin_config=overrides,
                           echo=lambda line: print(line, flush=True))
-    except (JobFileError, ValueError, FileExistsError) as error:
+    except JobFileError as error:  # a job Deadline would refuse: permanent, like the wrapper's 78
+        print(f"atomic-publish farm: {error}", file=sys.stderr)
+        return EXIT_INVALID_JOB
+    except (ValueError, FileExistsError) as error:
         print(f"atomic-publish farm: {error}", file=sys.stderr)
         return EXIT_USAGE
     print(format_summary(result))

@@ -24,9 +24,15 @@ def new_job_id() -> str:
     return struct.pack(">I", int(time.time())).hex() + secrets.token_hex(8)
 
 
+MAX_FRAMES = 10000
+
+
 def parse_frames(text: str, path: str = "<job info>") -> list[int]:
-    """Deadline frame lists: `0`, `1-10`, `1,5,7`, `1-100x5`, `10-1` (descending)."""
+    """Deadline frame lists: `0`, `1-10`, `1,5,7`, `1-100x5`, `10-1` (descending).
+
+    Counted before they are expanded: a hostile `0-999999999` is refused, not enumerated."""
     frames: list[int] = []
+    seen: set[int] = set()
     for part in text.replace(" ", "").split(","):
         if not part:
             continue
@@ -39,8 +45,11 @@ def parse_frames(text: str, path: str = "<job info>") -> list[int]:
         if step < 1:
             raise JobFileError(path, None, f"Frames={text!r}: step must be at least 1")
         direction = 1 if end >= start else -1
+        if abs(end - start) // step + 1 + len(frames) > MAX_FRAMES:
+            raise JobFileError(path, None, f"Frames={text!r} has more than {MAX_FRAMES} frames")
         for frame in range(start, end + direction, step * direction):
-            if frame not in frames:
+            if frame not in seen:
+                seen.add(frame)
                 frames.append(frame)
     if not frames:
         raise JobFileError(path, None, f"Frames={text!r} has no frame")
@@ -64,6 +73,9 @@ def machine_limit_list(info: KeyValueFile) -> tuple[bool, list[str]]:
 def build_job_record(job_info: KeyValueFile, plugin_info: KeyValueFile,
                      job_id: str | None = None) -> dict[str, Any]:
     """The job as the farm stores it; raises JobFileError on values Deadline would refuse."""
+    if not (plugin_info.get("Manifest") or "").strip():
+        raise JobFileError(plugin_info.path, None, "no Manifest=... line: the AtomicPublish plugin needs the "
+                           "manifest path")
     chunk = job_info.get_int("ChunkSize", 1)
     if chunk < 1:
         raise JobFileError(job_info.path, None, f"ChunkSize={chunk} must be at least 1")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
-import shlex
 import subprocess
 import threading
 import traceback
@@ -20,6 +19,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from ..resources import ensure_shim_on_path
+from .cmdline import split_windows
 from .processes import kill_process_group
 
 ensure_shim_on_path()
@@ -112,7 +112,7 @@ class _Run:
         executable = plugin.RenderExecutableCallback()
         arguments = plugin.RenderArgumentCallback() or ""
         directory = plugin.StartupDirectoryCallback() if plugin.StartupDirectoryCallback else None
-        argv = [executable] + shlex.split(arguments, posix=True)
+        argv = [executable] + split_windows(arguments)
         self.log(f'INFO: Executable: "{executable}"')
         self.log(f"INFO: Argument: {arguments}")
         self.log(f"INFO: Startup Directory: \"{directory or os.getcwd()}\"")

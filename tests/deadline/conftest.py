@@ -21,7 +21,7 @@ ensure_shim_on_path()
 STANDIN = r'''#!{python}
 import fcntl, json, os, signal, sys, time
 argv = sys.argv[1:]
-worker = argv[argv.index("--worker") + 1] if "--worker" in argv else ""
+worker = next((a.split("=", 1)[1] for a in argv if a.startswith("--worker=")), "")
 record = os.environ.get("STANDIN_RECORD", "")
 count = 0
 if record:

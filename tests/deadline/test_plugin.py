@@ -133,7 +133,7 @@ def test_permanent_fails_the_job(run_task) -> None:
 def test_permanent_with_fail_task_fails_only_the_task(run_task) -> None:
     outcome, job, _ = run_task(78, plugin_extra="OnPermanentError=fail-task\n")
     assert "permanent error, task 0 failed (OnPermanentError=fail-task)" in outcome.message
-    assert "--on-permanent-error fail-task" in next(l for l in outcome.log if l.startswith("INFO: Argument:"))
+    assert "--on-permanent-error=fail-task" in next(l for l in outcome.log if l.startswith("INFO: Argument:"))
     assert job["tasks"][0]["status"] == "Failed"
 
 
@@ -166,14 +166,14 @@ def test_arguments_and_policy_options(run_task, calls, tmp_path: Path) -> None:
                          "MaxFailingWorkers=2\nOnPermanentError=fail-job\n", jobs_data=jobs_data)
     argv = calls()[0]["argv"]
     manifest_copy = str(jobs_data / "manifest.task0.mapped.json")
-    assert argv == ["run", "--manifest", manifest_copy, "--submitted-manifest", argv[4], "--job-id", job["job_id"], "--task-id", "0",
-                    "--worker", "worker-1", "--retry-attempts", "3", "--max-key-attempts", "4",
-                    "--max-failing-workers", "2", "--on-permanent-error", "fail-job"]
+    assert argv == ["run", f"--manifest={manifest_copy}", argv[2], f"--job-id={job['job_id']}", "--task-id=0",
+                    "--worker=worker-1", "--retry-attempts=3", "--max-key-attempts=4",
+                    "--max-failing-workers=2", "--on-permanent-error=fail-job"]
 
 
 def test_no_policy_options_when_keys_are_absent(run_task, calls) -> None:
     run_task(0)
-    assert len(calls()[0]["argv"]) == 11  # run + 5 options, nothing more
+    assert len(calls()[0]["argv"]) == 6  # run + 5 options (--option=value), nothing more
 
 
 def test_path_mapping_of_the_manifest_path_and_contents(run_task, calls, manifest: Path) -> None:
@@ -181,8 +181,8 @@ def test_path_mapping_of_the_manifest_path_and_contents(run_task, calls, manifes
     outcome, _, _ = run_task(0, env=env, manifest_entry="/studio/shared/manifest.json")
     assert outcome.ok
     argv = calls()[0]["argv"]
-    copy = Path(argv[2])
-    assert argv[3:5] == ["--submitted-manifest", str(manifest)]  # the original, for the fingerprint
+    copy = Path(argv[1].split("=", 1)[1])
+    assert argv[2] == f"--submitted-manifest={manifest}"  # the original, for the fingerprint
     assert copy.read_text() == '{"root": "/x/offline/projects/show/shot"}\n'
     assert manifest.read_text() == '{"root": "/x/projects/show/shot"}\n'  # the shared file is untouched
 

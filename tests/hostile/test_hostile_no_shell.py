@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from atomic_publish.deadline_plugin.farm.cmdline import split_windows
+
 from atomic_publish.deadline_plugin.resources import ensure_shim_on_path, plugin_dir
 
 ensure_shim_on_path()
@@ -93,45 +95,6 @@ def test_no_shell_in_the_code_base() -> None:
 
 
 # -- 2. the argument string splits back exactly -------------------------------------------------------------
-def split_windows(line: str) -> list[str]:
-    """Deadline's split of an argument string: .NET's ParseArgumentsIntoList (CommandLineToArgvW rules)."""
-    args, i, n = [], 0, len(line)
-    while True:
-        while i < n and line[i] in " \t":
-            i += 1
-        if i >= n:
-            return args
-        buf, quoted = [], False
-        while i < n:
-            c = line[i]
-            if c == "\\":
-                j = i
-                while j < n and line[j] == "\\":
-                    j += 1
-                if j < n and line[j] == '"':
-                    buf.append("\\" * ((j - i) // 2))
-                    if (j - i) % 2:
-                        buf.append('"')
-                        j += 1
-                else:
-                    buf.append("\\" * (j - i))
-                i = j
-                continue
-            if c == '"':
-                if quoted and i + 1 < n and line[i + 1] == '"':
-                    buf.append('"')
-                    i += 2
-                    continue
-                quoted = not quoted
-                i += 1
-                continue
-            if not quoted and c in " \t":
-                break
-            buf.append(c)
-            i += 1
-        args.append("".join(buf))
-
-
 @pytest.fixture(scope="module")
 def plugin_module():
     return load_plugin_module(PLUGIN)
@@ -143,12 +106,13 @@ def test_quoted_argument_splits_back_like_deadline(plugin_module, value: str) ->
     assert split_windows(line) == ["run", "--job-id", value, "--task-id", "0"], line
 
 
-@pytest.mark.parametrize("value", HOSTILE + [pytest.param(v, marks=pytest.mark.xfail(
-    strict=True, reason="needs: the local farm splits RenderArgument like Deadline (Windows command-line rules, "
-                        "lifecycle.py), not with shlex, which halves backslash runs inside quotes")) for v in BACKSLASH_RUN])
+@pytest.mark.parametrize("value", HOSTILE + BACKSLASH_RUN)
 def test_quoted_argument_splits_back_like_the_farm(plugin_module, value: str) -> None:
-    line = " ".join(plugin_module.QuoteArgument(a) for a in ["run", "--job-id", value, "--task-id", "0"])
-    assert shlex.split(line, posix=True) == ["run", "--job-id", value, "--task-id", "0"], line
+    """The local farm splits with the product's split_windows, as Deadline does (not shlex)."""
+    from atomic_publish.deadline_plugin.farm import lifecycle
+
+    line = " ".join(plugin_module.QuoteArgument(a) for a in ["run", f"--job-id={value}", "--task-id=0"])
+    assert lifecycle.split_windows(line) == ["run", f"--job-id={value}", "--task-id=0"], line
 
 
 # -- 3. through the real plugin and the farm's process start ---------------------------------------------------
@@ -281,8 +245,7 @@ ARGPARSE_NEEDS = ("needs: the plugin passes values as --option=VALUE (RenderArgu
                   "value that starts with '-' for an option and exits 2")
 
 
-@pytest.mark.parametrize("value", [v for v in JOB_IDS if not v.startswith("-")] + [
-    pytest.param(v, marks=pytest.mark.xfail(strict=True, reason=ARGPARSE_NEEDS)) for v in JOB_IDS if v.startswith("-")])
+@pytest.mark.parametrize("value", JOB_IDS)
 def test_wrapper_parser_reads_the_plugin_argv(plugin_run, tmp_path: Path, value: str) -> None:
     manifest = tmp_path / "m.json"
     manifest.write_text("{}")

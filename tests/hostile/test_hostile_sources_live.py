@@ -99,8 +99,6 @@ def test_source_that_grows_during_the_copy_is_rolled_back(grown) -> None:
     assert rec["state"] == "ROLLED_BACK" and rec["files"] == {} and not rec.get("staging_dirs")
 
 
-@pytest.mark.xfail(strict=True, reason="needs: rollback removes the empty parent folders the attempt created "
-                                       "(os.makedirs in Attempt._stage); today demo/shots/.../renderCompMain stays")
 def test_rollback_leaves_no_empty_folders(grown) -> None:
     render = grown[0]
     assert render.tree() == []
