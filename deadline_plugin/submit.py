@@ -25,6 +25,7 @@ DEADLINECOMMAND_TIMEOUT_SECONDS = 300
 
 POLICY = {  # plugin-info policy keys; values are the wrapper's documented defaults (contract.md)
     "OnPermanentError": "fail-job",
+    "ProtectPublished": "True",
     "RetryAttempts": "5",
     "RetryBudgetSeconds": "60",
     "MaxKeyAttempts": "6",

@@ -22,7 +22,7 @@ def test_clean_after_publishes_and_rollbacks(render, env, store):
     publish(render.write_manifest("c.json", version=1, comment="conflict"), env, "jobC")  # rolled back
     code, out = audit(env, render)
     assert code == 0, out
-    assert out["violations"] == [] and out["checked"]["records"] == 3 and out["checked"]["versions"] == 2
+    assert out["violations"] == [] and out["checked"]["records"] == 2 and out["checked"]["versions"] == 2  # jobC: refused before writing
     assert out["checked"]["files"] == 8
 
 

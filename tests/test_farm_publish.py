@@ -27,6 +27,8 @@ def test_worker_without_publish_root_is_deny_listed(render, env, store, tmp_path
     assert "deny-listed for job" in report["message"]
     assert versions_on_disk(render) == ["v001"]
     assert store.catalog.project("demo").count_documents({"type": "version"}) == 1
+    final = render.publish_root / SUBSET_DIR / "v001"  # submit turns ProtectPublished on
+    assert all(p.stat().st_mode & 0o222 == 0 for p in [final, *final.iterdir()])
     [task] = out["tasks"]
     assert task["status"] == "Completed" and task["errors"] == 1
 

@@ -16,6 +16,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     guard = StopGuard().install()
     policy = Policy(lease_seconds=args.lease_seconds, threads=args.threads,
+                    protect_published=args.protect_published == "yes",
                     retry=RetryPolicy(attempts=args.retry_attempts, budget=args.retry_budget),
                     limits=Limits(max_key_attempts=args.max_key_attempts,
                                   max_failing_workers=args.max_failing_workers))
@@ -156,6 +157,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="failed attempts of this publish across the farm before it is permanent (default 6)")
     p.add_argument("--max-failing-workers", type=_positive_int, default=3,
                    help="distinct workers failing with the same error before it is permanent (default 3)")
+    p.add_argument("--protect-published", choices=["yes", "no"], default="no",
+                   help="make the published files and folder read-only after the commit (default no; "
+                        "atomic-publish submit turns it on)")
     p.add_argument("--on-permanent-error", choices=["fail-job", "fail-task"], default="fail-job",
                    help="what the Deadline plugin does on a permanent error (the wrapper rolls back either way)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")

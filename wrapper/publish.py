@@ -41,6 +41,7 @@ class Policy:
 
     lease_seconds: float = 60.0
     threads: int = 4
+    protect_published: bool = False  # make the version's files and folder read-only after the commit
     retry: retry.RetryPolicy = field(default_factory=retry.RetryPolicy)
     limits: Limits = field(default_factory=Limits)
 
@@ -82,6 +83,21 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
         return Attempt(store, manifest, key, print_, req, guard, integrations).run()
     finally:
         store.close()
+
+
+def _make_read_only(folder: str) -> None:
+    """Published files must never change: drop every write bit (idempotent, so a roll-forward repeats it).
+
+    A hardlinked file shares its inode with the render, which becomes read-only too."""
+    import stat as st
+
+    for entry in os.scandir(folder):
+        mode = entry.stat(follow_symlinks=False).st_mode
+        if st.S_ISREG(mode) and mode & 0o222:
+            os.chmod(entry.path, mode & ~0o222)
+    mode = os.stat(folder).st_mode
+    if mode & 0o222:
+        os.chmod(folder, mode & ~0o222)
 
 
 def _remove_empty_parents(folder: str, root: str) -> None:
@@ -338,6 +354,8 @@ class Attempt:
         result = self._r("rename the staging folder into place", move_into_place,
                          rec["staging_dir"], rec["final_dir"], self.key)
         failpoints.hit("commit.rename")
+        if self.req.policy.protect_published:
+            _make_read_only(rec["final_dir"])
         self.guard.check()
         plan = plan_files(m, rec["version"])
         cat = self.store.catalog

@@ -28,6 +28,7 @@ POLICY_OPTIONS = (
     ("MaxKeyAttempts", "--max-key-attempts"),
     ("MaxFailingWorkers", "--max-failing-workers"),
     ("OnPermanentError", "--on-permanent-error"),
+    ("ProtectPublished", "--protect-published"),
 )
 ON_PERMANENT_ERROR_VALUES = ("fail-job", "fail-task")
 
@@ -116,6 +117,10 @@ class AtomicPublishPlugin(DeadlinePlugin):
             self.FailRender("AtomicPublish: plugin info OnPermanentError=%s is invalid; use one of %s "
                             "(resubmit the job with a valid value)"
                             % (onPermanentError, ", ".join(ON_PERMANENT_ERROR_VALUES)))
+        sourceRoots = self.GetConfigEntryWithDefault("SourceRoots", "").strip()
+        if sourceRoots:  # not a secret: where render outputs may come from on this worker
+            self.SetProcessEnvironmentVariable("ATOMIC_PUBLISH_SOURCE_ROOTS",
+                                               os.pathsep.join(r.strip() for r in sourceRoots.split(";") if r.strip()))
         self.storeFile = self.WritePrivateFile("store", self.GetConfigEntryWithDefault("StoreUri", "").strip())
         if self.storeFile:
             self.SetProcessEnvironmentVariable("ATOMIC_PUBLISH_STORE_FILE", self.storeFile)
@@ -181,6 +186,8 @@ class AtomicPublishPlugin(DeadlinePlugin):
         ]
         for key, option in POLICY_OPTIONS:
             value = self.GetPluginInfoEntryWithDefault(key, "").strip()
+            if value and option == "--protect-published":
+                value = "yes" if value.lower() in ("true", "yes", "1") else "no"
             if value:
                 options.append((option, value))
         # --option=value: a value starting with "-" can never be read as another option.
