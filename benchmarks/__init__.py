@@ -1,0 +1,1 @@
+"""Benchmarks of atomic-publish: `python -m benchmarks` (see docs/performance.md)."""
