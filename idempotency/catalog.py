@@ -44,15 +44,33 @@ class Catalog:
         return list(self.project(project).find({"type": "version", "parent": subset_doc["_id"]},
                                                projection={"name": 1, "data.atomic_publish.key": 1}))
 
+    def _subset_id(self, project: str, asset: str, subset: str) -> Any | None:
+        asset_doc = self.find_asset(project, asset)
+        subset_doc = self.find_subset(project, asset_doc["_id"], subset) if asset_doc else None
+        return subset_doc["_id"] if subset_doc else None
+
     def highest_version(self, project: str, asset: str, subset: str) -> int:
-        return max((int(d["name"]) for d in self.version_docs(project, asset, subset)), default=0)
+        subset_id = self._subset_id(project, asset, subset)
+        if subset_id is None:
+            return 0
+        doc = self.project(project).find_one({"type": "version", "parent": subset_id}, sort=[("name", -1)],
+                                             projection={"name": 1})
+        return int(doc["name"]) if doc else 0
 
     def version_holder(self, project: str, asset: str, subset: str, number: int) -> str | None:
         """The key that published version ``number`` ("" for a version made outside atomic-publish)."""
-        for doc in self.version_docs(project, asset, subset):
-            if int(doc["name"]) == number:
-                return (doc.get("data") or {}).get("atomic_publish", {}).get("key", "")
-        return None
+        subset_id = self._subset_id(project, asset, subset)
+        if subset_id is None:
+            return None
+        doc = self.project(project).find_one({"type": "version", "parent": subset_id, "name": number},
+                                             projection={"data.atomic_publish.key": 1})
+        if doc is None:
+            return None
+        return (doc.get("data") or {}).get("atomic_publish", {}).get("key", "")
+
+    def ensure_project_index(self, project: str) -> None:
+        """(type, parent, name): the lookups above, on a project collection that grows with every publish."""
+        self.project(project).create_index([("type", 1), ("parent", 1), ("name", 1)], name="atomic_publish_lookup")
 
     def insert_publish(self, project: str, parents: list[dict[str, Any]], subset_doc: dict[str, Any],
                        version_doc: dict[str, Any], representation_docs: list[dict[str, Any]]) -> int:

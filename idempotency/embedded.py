@@ -94,6 +94,9 @@ def running_uri(folder: Path | None = None) -> str | None:
 def ensure_running(folder: Path | None = None) -> str:
     """Start the embedded server unless it already runs; returns its URI."""
     folder = folder or home()
+    state = _read_state(folder)  # written only after a successful ping; the caller's connect pings again
+    if state and _alive(state["pid"]):
+        return state["uri"]
     with _locked(folder):
         uri = running_uri(folder)
         if uri:

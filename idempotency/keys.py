@@ -33,6 +33,21 @@ def deadline_key(job_id: str, task_id: str | int) -> str:
     return f"deadline10:{job_id}:{int(task)}"
 
 
+def openjd_key(job_id: str, step: str, task_parameters: dict) -> str:
+    """Key of an Open Job Description task (AWS Deadline Cloud): job id, step name and the task's
+    parameter values, never the session id (a retry runs in a new session)."""
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise KeyError_("--openjd-job-id", f"{job_id!r} is not a job id (letters, digits, '_', '.', '-')")
+    if not isinstance(step, str) or not _JOB_ID.fullmatch(step.replace(" ", "_")):
+        raise KeyError_("--openjd-step", f"{step!r} is not a step name")
+    if not isinstance(task_parameters, dict):
+        raise KeyError_("--openjd-task-params", "must be a JSON object of parameter names to values")
+    import json
+
+    params = json.dumps(task_parameters, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return f"openjd:{job_id}:{step.replace(' ', '_')}:{hashlib.sha256(params.encode()).hexdigest()[:16]}"
+
+
 def fingerprint(canonical_manifest: str) -> str:
     """SHA-256 of the canonical manifest JSON."""
     return "sha256:" + hashlib.sha256(canonical_manifest.encode("utf-8")).hexdigest()

@@ -95,7 +95,7 @@ class Records:
             lease = self._lease(who, now, lease_seconds)
             attempt = self._attempt(who, now, 1)
             doc = {"_id": key, "fingerprint": fingerprint, "state": NEW, "epoch": 1, "lease": lease,
-                   "version": None, "files": {}, "receipts": {}, "staging_dirs": {},
+                   "version": None, "receipts": {}, "staging_dirs": {},
                    "attempts": [attempt], "created_at": now, "updated_at": now, **fields}
             try:
                 self.col.insert_one(doc)

@@ -7,6 +7,7 @@ from .catalog import Catalog
 from .connection import connect, resolve_uri
 from .records import Records
 from .reservations import Reservations
+from .staged import StagedFiles
 
 STATE_DATABASE = "atomic_publish"
 
@@ -26,11 +27,22 @@ class Store:
         state = client[state_database or os.environ.get("ATOMIC_PUBLISH_STATE_DATABASE", STATE_DATABASE)]
         self.records = Records(state["records"])
         self.reservations = Reservations(state["reservations"])
+        self.staged = StagedFiles(state["staged_files"])
         self.catalog = Catalog(client, database or os.environ.get("ATOMIC_PUBLISH_DATABASE", "avalon"))
 
     def ensure_indexes(self) -> None:
+        """Create the indexes unless they exist (one round trip on every attempt after the first)."""
+        try:
+            names = {i["name"] for i in self.reservations.col.list_indexes()}
+        except Exception:
+            names = set()
+        if {"one_key_per_version", "by_key"} <= names and "state_1" in {
+                i["name"] for i in self.records.col.list_indexes()} and "by_key" in {
+                i["name"] for i in self.staged.col.list_indexes()}:
+            return
         self.records.ensure_indexes()
         self.reservations.ensure_indexes()
+        self.staged.ensure_indexes()
 
     def close(self) -> None:
         self.client.close()

@@ -76,9 +76,7 @@ def store(env):
     from atomic_publish.idempotency.store import Store
 
     client = pymongo.MongoClient(env["ATOMIC_PUBLISH_STORE"], tz_aware=True)
-    s = Store(client, database=env["ATOMIC_PUBLISH_DATABASE"])
-    s.records = type(s.records)(client[env["ATOMIC_PUBLISH_STATE_DATABASE"]]["records"])
-    s.reservations = type(s.reservations)(client[env["ATOMIC_PUBLISH_STATE_DATABASE"]]["reservations"])
+    s = Store(client, database=env["ATOMIC_PUBLISH_DATABASE"], state_database=env["ATOMIC_PUBLISH_STATE_DATABASE"])
     yield s
     client.close()
 

@@ -108,7 +108,7 @@ def test_missing_publish_root_is_worker_local(render, env, store):
     assert "cannot see the publish root" in out["message"] and "deny-listed" in out["message"]
     # A worker-local failure is remembered (for escalation across workers), and nothing else is written.
     rec = store.records.get("deadline10:job1:0")
-    assert rec["state"] == "NEW" and rec["lease"] is None and rec["version"] is None and rec["files"] == {}
+    assert rec["state"] == "NEW" and rec["lease"] is None and rec["version"] is None and store.staged.of_key("deadline10:job1:0") == {}
     assert [(a["outcome"], a["error_type"], a["worker"]) for a in rec["attempts"]] == [
         ("worker-local", "PublishRootUnavailable", "test-worker")]
     assert store.reservations.col.count_documents({}) == 0

@@ -56,7 +56,7 @@ def test_ftrack_transient_failure_after_staging_then_next_attempt_completes(rend
     assert proc.returncode == 75, proc.stdout
     assert "ftrack failed to create the version" in out["message"] and "HTTP 503" in out["message"]
     rec = store.records.get("deadline10:job1:0")
-    assert rec["state"] == "INTEGRATING" and len(rec["files"]) == 4
+    assert rec["state"] == "INTEGRATING" and len(store.staged.of_key("deadline10:job1:0")) == 4
     assert versions(ftrack) == []
 
     proc, out = publish(manifest(render), env)

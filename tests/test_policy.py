@@ -72,7 +72,7 @@ def test_sigterm_during_staging_releases_the_lease_and_the_next_attempt_resumes_
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         rec = store.records.get("deadline10:jobt:0")
-        if rec and rec.get("files"):
+        if rec and store.staged.of_key("deadline10:jobt:0"):
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
@@ -83,7 +83,7 @@ def test_sigterm_during_staging_releases_the_lease_and_the_next_attempt_resumes_
     rec = store.records.get("deadline10:jobt:0")
     assert rec["lease"] is None
     assert rec["attempts"][-1]["outcome"] == "transient" and rec["attempts"][-1]["end"] is not None
-    staged_before = len(rec["files"])
+    staged_before = len(store.staged.of_key("deadline10:jobt:0"))
     assert 0 < staged_before < 400
 
     started = time.monotonic()

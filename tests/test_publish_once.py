@@ -62,7 +62,7 @@ def test_sigkill_during_staging_resumes_without_copying_again(tmp_path, env, sto
                            "--worker", "w1"], env=killed, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL
     rec = store.records.get("deadline10:jobk:0")
-    staged = len(rec["files"])  # the first checkpoint: 512 files, or fewer when one second passed first
+    staged = len(store.staged.of_key("deadline10:jobk:0"))  # the first checkpoint: 512 files, or fewer when one second passed first
     assert rec["state"] == "STAGING" and 0 < staged <= 512
     staging = Path(rec["staging_dir"])
     assert staging.is_dir()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -20,7 +21,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     retry=RetryPolicy(attempts=args.retry_attempts, budget=args.retry_budget),
                     limits=Limits(max_key_attempts=args.max_key_attempts,
                                   max_failing_workers=args.max_failing_workers))
-    outcome = run(Request(manifest_path=args.manifest, job_id=args.job_id, task_id=args.task_id,
+    openjd = None
+    if args.openjd_step is not None:
+        job_id = args.openjd_job_id or os.environ.get("DEADLINE_JOB_ID", "")
+        try:
+            params = json.loads(args.openjd_task_params or "{}")
+        except ValueError:
+            params = None
+        openjd = {"job_id": job_id, "step": args.openjd_step, "task_parameters": params}
+        args.job_id, args.task_id = job_id, args.openjd_step
+    elif args.job_id is None or args.task_id is None:
+        from .errors import ManifestError
+        from .outcome import Outcome
+
+        outcome = Outcome.from_error(ManifestError("arguments", "give --job-id and --task-id (Deadline 10), or "
+                                                   "--openjd-step (Open Job Description)", "fix the job submission"),
+                                     decision="nothing was written; the job fails without retries")
+        outcome.emit(args.json)
+        return outcome.exit_code
+    outcome = run(Request(manifest_path=args.manifest, job_id=args.job_id, task_id=args.task_id, openjd=openjd,
                           worker=args.worker, store_uri=args.store, policy=policy,
                           submitted_manifest_path=args.submitted_manifest), guard)
     outcome.emit(args.json)
@@ -37,8 +56,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _status_view(rec: dict[str, Any]) -> dict[str, Any]:
-    files = rec.get("files") or {}
+def _status_view(rec: dict[str, Any], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return _jsonable({
         "key": rec["_id"], "state": rec["state"], "job_id": rec.get("job_id"), "task_id": rec.get("task_id"),
         "version": rec.get("version"), "epoch": rec.get("epoch"), "lease": rec.get("lease"),
@@ -68,7 +86,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"atomic-publish status: no record for {'key ' + args.key if args.key else 'job ' + args.job_id}",
                   file=sys.stderr)
             return 1
-        views = [_status_view(r) for r in recs]
+        views = [_status_view(r, store.staged.of_key(r["_id"])) for r in recs]
         if args.json:
             print(json.dumps(views[0] if args.key else views, sort_keys=True))
             return 0
@@ -143,12 +161,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--submitted-manifest", default=None,
                    help="the manifest as submitted, before Deadline path mapping: its canonical JSON is the "
                         "fingerprint, the same on every worker (default: --manifest)")
-    p.add_argument("--job-id", required=True, help="Deadline JobId (part of the idempotency key)")
-    p.add_argument("--task-id", required=True, help="Deadline TaskId (part of the idempotency key)")
+    p.add_argument("--job-id", help="Deadline JobId (part of the idempotency key)")
+    p.add_argument("--task-id", help="Deadline TaskId (part of the idempotency key)")
+    p.add_argument("--openjd-step", help="Open Job Description: the step name (key = job id + step + task parameters)")
+    p.add_argument("--openjd-task-params", help="Open Job Description: the task's parameter values as a JSON object")
+    p.add_argument("--openjd-job-id", help="Open Job Description: the job id (default: $DEADLINE_JOB_ID)")
     p.add_argument("--worker", default=None, help="worker name for the lease and history (default: host name)")
     p.add_argument("--store", default=None, help="mongodb:// URI (default: $ATOMIC_PUBLISH_STORE or the embedded store)")
     p.add_argument("--lease-seconds", type=float, default=60.0, help="lease duration, renewed while working")
-    p.add_argument("--threads", type=int, default=4, help="parallel file copies")
+    p.add_argument("--threads", type=int, default=8, help="parallel file copies (default 8)")
     p.add_argument("--retry-attempts", type=_positive_int, default=5,
                    help="in-process tries of one operation that can blip (default 5)")
     p.add_argument("--retry-budget", type=float, default=60.0,
@@ -218,8 +239,7 @@ def _add_extra(sub, name: str, module: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
+    from_console = argv is None
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command)
@@ -240,7 +260,14 @@ def main(argv: list[str] | None = None) -> int:
               "writes it for each task: check the job's data folder", file=sys.stderr)
         return 75
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    code = func(args)
+    if from_console and command == "run":
+        # Everything durable is written and acknowledged: skip pymongo's exit hook, which joins its
+        # monitor threads in 0.5 s steps (half a second of every attempt otherwise).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":  # python -m atomic_publish.wrapper.cli

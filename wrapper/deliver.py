@@ -47,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
             if not any(e.get("state") == "pending" for e in outbox.values()):
                 continue
             manifest = parse_manifest(json.loads(rec["manifest_json"]))
+            rec["files"] = store.staged.of_key(rec["_id"])
             integrations = integrate.build(manifest)
             key = rec["_id"]
 

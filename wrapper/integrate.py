@@ -45,7 +45,7 @@ def context(manifest: Manifest, key: str, rec: dict[str, Any], plan: list[Planne
         path = os.path.join(rec["final_dir"], p.name)
         files.append(PublishedFile(p.representation, p.name, path, rootless(path, manifest),
                                    int(e.get("size", 0)), e.get("hash", ""), p.frame))
-    return Context(key=key, job_id=rec.get("job_id", ""), task_id=int(rec.get("task_id", 0)), manifest=manifest,
+    return Context(key=key, job_id=rec.get("job_id", ""), task_id=str(rec.get("task_id", "")), manifest=manifest,
                    version=int(rec["version"]), final_dir=rec["final_dir"], files=tuple(files),
                    version_document_id=str(object_id("version", key)), settings=integration.settings)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 from ..idempotency import records as R
-from ..idempotency.keys import KeyError_, deadline_key, fingerprint, short_hash
+from ..idempotency.keys import KeyError_, deadline_key, fingerprint, openjd_key, short_hash
 from ..idempotency.lease import LeaseKeeper
 from ..idempotency.records import Identity, utcnow
 from ..idempotency.store import Store, open_store
@@ -40,7 +40,7 @@ class Policy:
     """Tunables of one attempt; the Deadline plugin fills them from the plugin info."""
 
     lease_seconds: float = 60.0
-    threads: int = 4
+    threads: int = 8
     protect_published: bool = False  # make the version's files and folder read-only after the commit
     retry: retry.RetryPolicy = field(default_factory=retry.RetryPolicy)
     limits: Limits = field(default_factory=Limits)
@@ -55,6 +55,7 @@ class Request:
     store_uri: str | None = None
     policy: Policy = field(default_factory=Policy)
     submitted_manifest_path: str | None = None  # before Deadline path mapping: the fingerprint's source
+    openjd: dict[str, Any] | None = None  # {"job_id", "step", "task_parameters"}: the key of an OpenJD task
 
 
 def run(req: Request, guard: StopGuard | None = None) -> Outcome:
@@ -63,7 +64,10 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
     try:
         manifest = load_manifest(req.manifest_path)
         try:
-            key = deadline_key(req.job_id, req.task_id)
+            if req.openjd is not None:
+                key = openjd_key(req.openjd["job_id"], req.openjd["step"], req.openjd["task_parameters"])
+            else:
+                key = deadline_key(req.job_id, req.task_id)
         except KeyError_ as exc:
             raise ManifestError(exc.field, exc.problem, "fix the job submission") from None
         plan_files(manifest, 1)
@@ -165,7 +169,7 @@ class Attempt:
         m = self.manifest
         self.rec = self._r("take the lease", self.store.records.acquire, self.key, self.fingerprint, self.who,
                            self.req.policy.lease_seconds,
-                           {"job_id": self.req.job_id, "task_id": int(self.req.task_id),
+                           {"job_id": self.req.job_id, "task_id": str(self.req.task_id),
                             "subset": {"project": m.project_name, "asset": m.asset, "subset": m.subset},
                             "manifest_json": m.canonical()})
         self.epoch, self.state = self.rec["epoch"], self.rec["state"]
@@ -295,16 +299,18 @@ class Attempt:
         plan = plan_files(m, rec["version"])
 
         def checkpoint(batch: dict[str, dict[str, Any]]) -> None:
-            self._fenced({"$set": {f"files.{fid}": entry for fid, entry in batch.items()}}, "save staging progress")
+            self._fenced({"$inc": {"staged_batches": 1}}, "save staging progress")  # still ours? then save
+            self._r("save staging progress", self.store.staged.save, self.key, batch)
 
-        stats = stage(plan, staging_dir, self.epoch, rec.get("files") or {}, rec.get("staging_dirs") or {},
+        known = self._r("read staging progress", self.store.staged.of_key, self.key)
+        stats = stage(plan, staging_dir, self.epoch, known, rec.get("staging_dirs") or {},
                       m.link_mode, m.verify, self.req.worker, checkpoint, self.guard.check,
                       threads=self.req.policy.threads, retry=self._r, tick=self.keeper.tick)
         self.guard.check()
         old = {ep: d for ep, d in (rec.get("staging_dirs") or {}).items() if ep != str(self.epoch)}
         for folder in old.values():
             shutil.rmtree(folder, ignore_errors=True)
-        write_marker(staging_dir, {"key": self.key, "job_id": self.req.job_id, "task_id": int(self.req.task_id),
+        write_marker(staging_dir, {"key": self.key, "job_id": self.req.job_id, "task_id": str(self.req.task_id),
                                    "version": rec["version"], "fingerprint": self.fingerprint,
                                    "files": sorted(p.name for p in plan)})
         fsync_dir(staging_dir)
@@ -312,7 +318,7 @@ class Attempt:
             "copied_files": stats.copied_files, "copied_bytes": stats.copied_bytes,
             "reused_files": stats.reused_files, "reused_bytes": stats.reused_bytes,
             "linked_files": stats.linked_files})
-        self.rec["files"] = {**(rec.get("files") or {}), **stats.entries}
+        self.rec["files"] = {**known, **stats.entries}
         for ep in old:
             self.rec["staging_dirs"].pop(ep, None)
         failpoints.hit("staged")
@@ -335,6 +341,8 @@ class Attempt:
                 {"_id": self.key, f"outbox.{ident}.state": "pending"}, {"$set": {f"outbox.{ident}": entry}})
             return result.modified_count == 1
 
+        if not rec.get("files"):
+            rec = {**rec, "files": self._files()}
         light = retry.RetryPolicy(attempts=2, budget=10.0)  # a notification never holds the attempt long
 
         def quick(operation: str, fn, *args):
@@ -349,6 +357,7 @@ class Attempt:
         rec = self._r("read the record", self.store.records.get, self.key)
         if rec is None or rec["epoch"] != self.epoch:
             raise Superseded(f"epoch {self.epoch} of {self.key} was superseded before the commit")
+        rec["files"] = self._files()
         self.rec = rec
         m = self.manifest
         result = self._r("rename the staging folder into place", move_into_place,
@@ -361,6 +370,7 @@ class Attempt:
         cat = self.store.catalog
 
         def insert_documents() -> int:
+            cat.ensure_project_index(m.project_name)  # for the next publishes' version lookups
             parents, subset_doc = parent_documents(m)
             asset_doc = cat.find_asset(m.project_name, m.asset)
             asset_id = asset_doc["_id"] if asset_doc else parents[1]["_id"]
@@ -383,6 +393,7 @@ class Attempt:
         self._set(R.ROLLING_BACK, error={"class": PERMANENT, "message": reason})
         failpoints.hit("rollback.begin")
         rec = self._r("read the record", self.store.records.get, self.key) or self.rec
+        rec["files"] = self._files()
         plan = plan_files(self.manifest, rec["version"]) if rec.get("version") is not None else None
         self.runner.compensate_all(rec, plan)
         for folder in (rec.get("staging_dirs") or {}).values():
@@ -392,9 +403,14 @@ class Attempt:
         failpoints.hit("rollback.staging")
         self._r("release the reservation", self.store.reservations.release, self.key)
         failpoints.hit("rollback.reservation")
-        self._set(R.ROLLED_BACK, rolled_back_at=utcnow(), staging_dirs={}, staging_dir=None, files={})
+        self._r("forget the staged files", self.store.staged.drop, self.key)
+        self._set(R.ROLLED_BACK, rolled_back_at=utcnow(), staging_dirs={}, staging_dir=None)
 
     # -- endings -------------------------------------------------------------------------
+    def _files(self) -> dict[str, dict[str, Any]]:
+        """The verified staging entries of this key, by file id."""
+        return self._r("read staging progress", self.store.staged.of_key, self.key)
+
     def _verify_epoch(self) -> None:
         rec = self._r("read the record", self.store.records.get, self.key)
         if rec is None or rec["epoch"] != self.epoch:

@@ -131,8 +131,8 @@ def copy_file(src: str, dst: str, mode: str, verify: str, worker: str,
         except OSError as exc:
             if exc.errno not in LINK_FALLBACK_ERRNOS:
                 raise classify_oserror(exc, "staging", dst, worker) from None
-    if linked:
-        digest, total = _hash_file(src), st0.st_size
+    if linked:  # the published file is the render's own inode: read it only when asked to
+        digest, total = (_hash_file(src) if verify == "hash" else ""), st0.st_size
     else:
         h = xxhash.xxh3_128()
         total = 0
@@ -219,20 +219,25 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
     progress = Progress(len(plan), sum(s.st_size for s in src_stats.values()))
     pending: dict[str, dict[str, Any]] = {}
     last_flush = time.monotonic()
+    flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+    inflight = None  # one checkpoint at a time, in the background: the copies never wait on the store
 
     def record(item: PlannedFile, entry: dict[str, Any]) -> None:
-        nonlocal last_flush
+        nonlocal last_flush, inflight
         entry = {**entry, "name": item.name, "representation": item.representation, "epoch": epoch}
         fid = file_id(item.name)
         stats.entries[fid] = entry
         pending[fid] = entry
         progress.advance(entry["size"])
         failpoints.hit("stage.file")
-        if len(pending) >= CHECKPOINT_FILES or time.monotonic() - last_flush >= CHECKPOINT_SECONDS:
-            checkpoint(dict(pending))
+        due = len(pending) >= CHECKPOINT_FILES or time.monotonic() - last_flush >= CHECKPOINT_SECONDS
+        if due and (inflight is None or inflight.done()):
+            if inflight is not None:
+                inflight.result()  # a failed checkpoint surfaces here (Superseded, store down)
+                failpoints.hit("stage.checkpoint")
+            inflight = flusher.submit(checkpoint, dict(pending))
             pending.clear()
             last_flush = time.monotonic()
-            failpoints.hit("stage.checkpoint")
 
     to_copy: list[PlannedFile] = []
     for item in plan:
@@ -277,9 +282,15 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
             for fut in running:
                 fut.cancel()
             raise
-    if pending:
-        checkpoint(dict(pending))
-        failpoints.hit("stage.checkpoint")
+    try:
+        if inflight is not None:
+            inflight.result()
+            failpoints.hit("stage.checkpoint")
+        if pending:
+            checkpoint(dict(pending))
+            failpoints.hit("stage.checkpoint")
+    finally:
+        flusher.shutdown(wait=True)
     return stats
 
 

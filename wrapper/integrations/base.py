@@ -27,7 +27,7 @@ class Context:
 
     key: str
     job_id: str
-    task_id: int
+    task_id: str
     manifest: Manifest
     version: int
     final_dir: str
