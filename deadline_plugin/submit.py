@@ -138,6 +138,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priority", type=int, default=50, help="0..100 (default 50)")
     parser.add_argument("--pool", help="Deadline pool")
     parser.add_argument("--group", help="Deadline group")
+    parser.add_argument("--format", choices=["deadline", "openjd"], default="deadline",
+                        help="deadline: Deadline 10 job files (default); openjd: an Open Job Description job "
+                             "template for AWS Deadline Cloud (DIR/template.json, a job bundle for "
+                             "`deadline bundle submit DIR`)")
+    parser.add_argument("--store", default="", metavar="URI",
+                        help="openjd only: default of the template's Store parameter, a mongodb:// URI WITHOUT "
+                             "a password (default blank: the worker's ATOMIC_PUBLISH_STORE)")
+    parser.add_argument("--executable", default="atomic-publish", metavar="PATH",
+                        help="openjd only: default of the template's AtomicPublishExecutable parameter "
+                             "(default atomic-publish, found on the workers' PATH)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -146,6 +156,11 @@ def main(args: argparse.Namespace) -> int:
         if not args.manifest.is_file():
             raise SubmitError(f"manifest {args.manifest} does not exist")
         validate_manifest(args.manifest)
+        if getattr(args, "format", "deadline") == "openjd":
+            return _main_openjd(args)
+        if getattr(args, "store", "") or getattr(args, "executable", "atomic-publish") != "atomic-publish":
+            raise SubmitError("--store and --executable are for --format openjd; for Deadline 10 configure the "
+                              "plugin's StoreUri and AtomicPublishExecutable (docs/deadline.md)")
         files = write_job_files(args.manifest, args.out, args.name, args.priority, args.pool, args.group)
         print(f"job info:    {files.job_info}")
         print(f"plugin info: {files.plugin_info}")
@@ -155,6 +170,24 @@ def main(args: argparse.Namespace) -> int:
     except (SubmitError, OSError) as error:
         print(f"atomic-publish submit: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _main_openjd(args: argparse.Namespace) -> int:
+    from .openjd import TemplateError, write_template
+
+    unused = [opt for opt, value in (("--deadline-command", args.deadline_command), ("--pool", args.pool),
+                                      ("--group", args.group)) if value]
+    if unused:
+        raise SubmitError(f"{', '.join(unused)}: Deadline 10 options, not used with --format openjd; "
+                          "submit the template with `deadline bundle submit DIR` (see docs/deadline-cloud.md)")
+    try:
+        template, manifest = write_template(args.manifest, args.out, args.name, args.store, args.executable)
+    except TemplateError as error:
+        raise SubmitError(f"--store: {error}") from None
+    print(f"job template: {template}")
+    print(f"manifest:     {manifest}")
+    print(f"submit with:  deadline bundle submit {template.parent}")
     return 0
 
 

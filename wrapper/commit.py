@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from .errors import DestinationError
+from .fsops import long_path, retry_sharing
 from .staging import fsync_dir
 
 MARKER = ".atomic-publish.json"
@@ -86,7 +87,7 @@ def move_into_place(staging_dir: str, final_dir: str, key: str) -> str:
     if not os.path.isdir(staging_dir):
         raise DestinationError(f"staging folder {staging_dir} is gone and {final_dir} does not exist")
     try:
-        rename_noreplace(staging_dir, final_dir)
+        retry_sharing("rename", staging_dir, rename_noreplace, long_path(staging_dir), long_path(final_dir))
     except FileExistsError:
         return move_into_place(staging_dir, final_dir, key)
     fsync_dir(os.path.dirname(final_dir))

@@ -24,6 +24,7 @@ from .documents import parent_documents, version_documents
 from .errors import (BUSY, PERMANENT, TRANSIENT, DestinationError, ManifestError, PublishError, RolledBack,
                      Superseded, VersionConflict)
 from .escalation import Limits, error_type, escalate
+from .fsops import remove_tree
 from .guard import StopGuard
 from .integrations.base import Integration
 from .layout import check_inside_root, plan_files, version_dir
@@ -309,7 +310,7 @@ class Attempt:
         self.guard.check()
         old = {ep: d for ep, d in (rec.get("staging_dirs") or {}).items() if ep != str(self.epoch)}
         for folder in old.values():
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_tree(folder)
         write_marker(staging_dir, {"key": self.key, "job_id": self.req.job_id, "task_id": str(self.req.task_id),
                                    "version": rec["version"], "fingerprint": self.fingerprint,
                                    "files": sorted(p.name for p in plan)})
@@ -397,7 +398,7 @@ class Attempt:
         plan = plan_files(self.manifest, rec["version"]) if rec.get("version") is not None else None
         self.runner.compensate_all(rec, plan)
         for folder in (rec.get("staging_dirs") or {}).values():
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_tree(folder)
         if rec.get("final_dir"):
             _remove_empty_parents(os.path.dirname(rec["final_dir"]), self.manifest.publish_root)
         failpoints.hit("rollback.staging")

@@ -5,6 +5,7 @@ Thin on purpose: it builds the wrapper's command line and environment, feeds the
 All publishing logic lives in the wrapper (see docs/contract.md and docs/deadline.md).
 It runs in Deadline's own Python: standard library and Deadline.* only.
 """
+import json
 import os
 import tempfile
 
@@ -212,8 +213,35 @@ class AtomicPublishPlugin(DeadlinePlugin):
         extension = os.path.splitext(manifest)[1]
         mapped = os.path.join(self.GetJobsDataDirectory(),
                               "manifest.task%s.mapped%s" % (self.GetCurrentTaskId(), extension))
-        RepositoryUtils.CheckPathMappingInFile(manifest, mapped)
+        try:
+            with open(manifest, "rb") as stream:
+                data = json.loads(stream.read().decode("utf-8-sig"))
+            data["publish_root"], data["representations"]  # noqa: B018  (the shape the mapping walks)
+        except Exception:
+            # Not a manifest the wrapper will accept: map the text and let the wrapper explain why.
+            RepositoryUtils.CheckPathMappingInFile(manifest, mapped)
+            return mapped
+        data["publish_root"] = self.MapPath(data["publish_root"])
+        for representation in data["representations"]:
+            representation["files"] = [self.MapPath(path) for path in representation.get("files", [])]
+        for name in ("template", "source"):
+            if isinstance(data.get(name), str):
+                data[name] = self.MapPath(data[name])
+        with open(mapped, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=1)
         return mapped
+
+    def MapPath(self, path):
+        """Deadline path mapping of one manifest path (rules written with / match \\ too), with this
+        worker's separators. Named-root paths ({root[work]}/...) are left for the wrapper."""
+        if not isinstance(path, str) or path.startswith("{root["):
+            return path
+        windows = SystemUtils.IsRunningOnWindows()
+        candidate = path if windows else path.replace("\\", "/")
+        result = RepositoryUtils.CheckPathMapping(candidate)
+        if result == candidate and not windows and candidate != path:
+            result = RepositoryUtils.CheckPathMapping(path)
+        return result if windows else result.replace("\\", "/")
 
     # -- stdout ------------------------------------------------------------------------------
     def HandleProgress(self):
