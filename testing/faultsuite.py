@@ -281,13 +281,16 @@ class Forked:
 
 
 _SERVER: ForkServer | None = None
+_SERVER_LOCK = threading.Lock()
 
 
 def fork_server() -> ForkServer:
+    """One fork server per process (concurrent publishers in a trial share it)."""
     global _SERVER
-    if _SERVER is None or _SERVER.proc.poll() is not None:
-        _SERVER = ForkServer()
-    return _SERVER
+    with _SERVER_LOCK:
+        if _SERVER is None or _SERVER.proc.poll() is not None:
+            _SERVER = ForkServer()
+        return _SERVER
 
 
 def _signal(proc, sig: int) -> None:
