@@ -73,21 +73,61 @@ def test_template_must_stay_inside_root():
             version_dir(parse_manifest({**BASE, "template": template}), 1)
 
 
-@pytest.mark.parametrize("where, code, cls", [
-    ("source", errno.ENOENT, E.SourceError),
-    ("source", errno.EACCES, E.SourceUnreachable),
-    ("source", errno.EISDIR, E.SourceError),
-    ("publish-root", errno.ENOENT, E.PublishRootUnavailable),
-    ("publish-root", errno.EACCES, E.PublishRootUnavailable),
-    ("publish-root", errno.EROFS, E.PublishRootUnavailable),
-    ("staging", errno.ENOSPC, E.TransientError),
-    ("staging", errno.EIO, E.TransientError),
-    ("staging", errno.ENAMETOOLONG, E.DestinationError),
-])
-def test_oserror_table(where, code, cls):
+from atomic_publish.wrapper.classify import EXCEPTION_TYPES, OS_ERRORS, TRANSIENT_ERRNOS  # noqa: E402
+
+
+@pytest.mark.parametrize("where, code", sorted(OS_ERRORS), ids=[f"{w}-{errno.errorcode[c]}" for w, c in sorted(OS_ERRORS)])
+def test_every_oserror_row(where, code):
+    cls, _template = OS_ERRORS[(where, code)]
     err = classify_oserror(OSError(code, "x"), where, "/p", "w1")
-    assert type(err) is cls
-    assert "/p" in err.cause
+    assert type(err) is cls and "/p" in err.cause and err.todo
+
+
+@pytest.mark.parametrize("code", sorted(TRANSIENT_ERRNOS), ids=[errno.errorcode[c] for c in sorted(TRANSIENT_ERRNOS)])
+def test_transient_errnos_anywhere(code):
+    assert classify_oserror(OSError(code, "x"), "staging", "/p", "w1").failure_class == E.TRANSIENT
+
+
+def test_unknown_errno_is_transient_once():
+    err = classify_oserror(OSError(errno.EXDEV, "x"), "staging", "/p", "w1")
+    assert err.failure_class == E.TRANSIENT and "errno" in err.cause
+
+
+@pytest.mark.parametrize("name", sorted(EXCEPTION_TYPES))
+def test_every_exception_row(name):
+    cls, prefix = EXCEPTION_TYPES[name]
+    exc = type(name, (Exception,), {})("boom")  # matched by class name through the MRO
+    err = classify(exc)
+    assert type(err) is cls and err.cause.startswith(prefix)
+
+
+def test_http_statuses():
+    import io
+    import urllib.error
+
+    from atomic_publish.wrapper.integrations import http
+
+    def raising(status, headers=None):
+        def opener(*a, **k):
+            raise urllib.error.HTTPError("http://x", status, "e", headers or {}, io.BytesIO(b""))
+        return opener
+
+    import unittest.mock as um
+    for status, cls in ((503, http.HttpTransient), (500, http.HttpTransient), (429, http.HttpTransient),
+                        (400, http.HttpPermanent), (404, http.HttpPermanent), (422, http.HttpPermanent)):
+        with um.patch("urllib.request.urlopen", raising(status, {"Retry-After": "7"})):
+            with pytest.raises(cls) as info:
+                http.post_json("http://x", {}, {}, 1)
+        if cls is http.HttpTransient:
+            assert info.value.retry_after == 7.0
+    assert classify(http.HttpTransient("x")).failure_class == E.TRANSIENT
+
+
+def test_lease_held_and_fingerprint_are_classified():
+    assert E.LeaseHeld("x").failure_class == E.BUSY
+    assert E.FingerprintMismatch("x").failure_class == E.PERMANENT
+    assert E.VersionConflict("x").failure_class == E.PERMANENT
+    assert E.ManifestError("f", "p").failure_class == E.PERMANENT
 
 
 def test_library_exceptions():
