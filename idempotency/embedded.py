@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..wrapper.errors import StoreConfigError, StoreUnavailable
+from .processes import process_alive
 
 START_TIMEOUT = 60.0
 
@@ -44,16 +45,6 @@ def _locked(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _ping(uri: str, timeout_ms: int = 500) -> bool:
@@ -86,7 +77,7 @@ def running_uri(folder: Path | None = None) -> str | None:
     """The URI of the embedded server when it is up, else None."""
     folder = folder or home()
     state = _read_state(folder)
-    if state and _alive(state["pid"]) and _ping(state["uri"]):
+    if state and process_alive(state["pid"]) and _ping(state["uri"]):
         return state["uri"]
     return None
 
@@ -95,7 +86,7 @@ def ensure_running(folder: Path | None = None) -> str:
     """Start the embedded server unless it already runs; returns its URI."""
     folder = folder or home()
     state = _read_state(folder)  # written only after a successful ping; the caller's connect pings again
-    if state and _alive(state["pid"]):
+    if state and process_alive(state["pid"]):
         return state["uri"]
     with _locked(folder):
         uri = running_uri(folder)
@@ -136,17 +127,17 @@ def stop(folder: Path | None = None, timeout: float = 20.0) -> bool:
     folder = folder or home()
     with _locked(folder):
         state = _read_state(folder)
-        if not state or not _alive(state["pid"]):
+        if not state or not process_alive(state["pid"]):
             (folder / "server.json").unlink(missing_ok=True)
             return False
         pid = state["pid"]
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and process_alive(pid):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             time.sleep(0.1)
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
         (folder / "server.json").unlink(missing_ok=True)
         return True

@@ -17,6 +17,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from ..wrapper.errors import FingerprintMismatch, LeaseHeld, Superseded
+from .processes import process_alive
 
 NEW = "NEW"                  # lease taken, no version reserved yet
 RESERVED = "RESERVED"
@@ -47,16 +48,6 @@ class Identity:
     worker: str
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)  # at creation: a forked process has its own
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 def lease_is_live(lease: dict[str, Any] | None, now: dt.datetime) -> bool:

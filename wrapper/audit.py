@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -282,14 +281,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..idempotency.redact import scrub
-    from ..idempotency.store import open_store
-    from .errors import PublishError
+    from .cliutil import open_store_for
 
-    try:
-        store = open_store(args.store, ensure_indexes=False)  # read only
-    except PublishError as exc:
-        print(f"atomic-publish audit: {scrub(str(exc))}; {exc.todo}", file=sys.stderr)
+    store = open_store_for("audit", args.store)
+    if store is None:
         return 2
     try:
         report = Auditor(store, [os.path.abspath(r) for r in args.root], not args.no_hash, args.ftrack).run()

@@ -70,14 +70,10 @@ def _status_view(rec: dict[str, Any], files: dict[str, dict[str, Any]]) -> dict[
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ..idempotency.redact import scrub
-    from ..idempotency.store import open_store
-    from .errors import PublishError
+    from .cliutil import open_store_for
 
-    try:
-        store = open_store(args.store, ensure_indexes=False)
-    except PublishError as exc:
-        print(f"atomic-publish status: {scrub(str(exc))}; {exc.todo}", file=sys.stderr)
+    store = open_store_for("status", args.store)
+    if store is None:
         return 1
     try:
         recs = [store.records.get(args.key)] if args.key else store.records.find_by_job(args.job_id)

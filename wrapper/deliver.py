@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from ..idempotency.redact import scrub
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -23,16 +21,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..idempotency.store import open_store
+    from .cliutil import open_store_for
     from . import integrate, retry
-    from .errors import PublishError
     from .layout import plan_files
     from .manifest import parse_manifest
 
-    try:
-        store = open_store(args.store)
-    except PublishError as exc:
-        print(f"atomic-publish deliver: {scrub(str(exc))}; {exc.todo}", file=sys.stderr)
+    store = open_store_for("deliver", args.store)
+    if store is None:
         return 1
     query: dict = {"state": "PUBLISHED"}
     if args.key:

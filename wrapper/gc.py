@@ -12,7 +12,6 @@ import datetime as dt
 import os
 import re
 import shutil
-import sys
 import time
 
 from ..idempotency import records as R
@@ -99,14 +98,10 @@ def collect(store, roots: list[str], older_than: float, dry_run: bool, say=print
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..idempotency.redact import scrub
-    from ..idempotency.store import open_store
-    from .errors import PublishError
+    from .cliutil import open_store_for
 
-    try:
-        store = open_store(args.store, ensure_indexes=False)
-    except PublishError as exc:
-        print(f"atomic-publish gc: {scrub(str(exc))}; {exc.todo}", file=sys.stderr)
+    store = open_store_for("gc", args.store)
+    if store is None:
         return 2
     try:
         done = collect(store, [os.path.abspath(r) for r in args.root], args.older_than, args.dry_run)

@@ -283,7 +283,7 @@ class Attempt:
 
     def _stage(self) -> None:
         m, rec = self.manifest, self.rec
-        staging_dir, final_dir = rec["staging_dir"], rec["final_dir"]
+        staging_dir = rec["staging_dir"]
         for tries_left in (2, 1, 0):  # a concurrent rollback may remove an empty parent in between
             try:
                 os.makedirs(staging_dir, exist_ok=True)

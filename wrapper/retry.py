@@ -8,6 +8,7 @@ exponential backoff and jitter (or the server's Retry-After), one log line per r
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -74,8 +75,22 @@ def retrying(operation: str, policy: RetryPolicy, stop_event: threading.Event | 
 
 def call(operation: str, policy: RetryPolicy, fn: Callable[..., T], *args, stop_event: threading.Event | None = None,
          **kwargs) -> T:
-    """Run ``fn`` under ``policy``; the last exception is re-raised when retries run out."""
-    for attempt in retrying(operation, policy, stop_event):
+    """Run ``fn`` under ``policy``; the last exception is re-raised when retries run out.
+
+    The first try runs directly: the retry machinery is built only when something failed
+    (it is on the path of every staged file)."""
+    try:
+        return fn(*args, **kwargs)
+    except BaseException as exc:
+        if not _retryable(exc) or policy.attempts <= 1:
+            raise
+        first = exc
+    progress.info(f"retry {operation}: {type(first).__name__}: {classify(first).cause}; "
+                  f"try 1/{policy.attempts} failed")
+    rest = RetryPolicy(attempts=policy.attempts - 1, budget=policy.budget, initial=policy.initial,
+                       max_wait=policy.max_wait)
+    time.sleep(min(policy.initial, policy.budget))
+    for attempt in retrying(operation, rest, stop_event):
         with attempt:
             return fn(*args, **kwargs)
     raise AssertionError("unreachable")

@@ -4,16 +4,7 @@ from __future__ import annotations
 import os
 import signal
 
-
-def pid_alive(pid: int) -> bool:
-    """True while a process with this pid exists (a zombie counts until its parent reaps it)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from ...idempotency.processes import process_alive as pid_alive  # noqa: F401  (one definition)
 
 
 def kill_process_group(pgid: int) -> None:
