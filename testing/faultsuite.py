@@ -320,6 +320,9 @@ def run_exhaustive_case(uri: str, workdir: Path, point: str, action: str, rollba
         trial.close()
 
 
+OUTAGES = os.environ.get("ATOMIC_PUBLISH_FAULT_OUTAGES", "1") != "0"
+
+
 def random_plan(rng: random.Random, points: tuple[str, ...]) -> dict[str, Any]:
     kind = rng.choice(["none", "failpoint", "failpoint", "two-failpoints", "kill", "stop", "worker-local",
                        "outage"])
@@ -335,7 +338,8 @@ def random_plan(rng: random.Random, points: tuple[str, ...]) -> dict[str, Any]:
     if kind == "worker-local":
         return {"worker_local": True}
     if kind == "outage":
-        return {"outage": rng.uniform(0.5, 3.0), "outage_at": rng.uniform(0.0, 0.8)}
+        outage, at = rng.uniform(0.5, 3.0), rng.uniform(0.0, 0.8)
+        return {"outage": outage, "outage_at": at} if OUTAGES else {"kill_after": at + 0.05}
     return {}
 
 

@@ -22,6 +22,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._closed = False
         self.outages = 0
+        self.cut_connections = 0  # connections that were open when an outage began
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
     def __enter__(self) -> "TcpProxy":
@@ -42,6 +43,8 @@ class TcpProxy:
         self._down_until = time.monotonic() + seconds
         with self._lock:
             conns, self._conns = list(self._conns), set()
+        if seconds > 0:
+            self.cut_connections += len(conns) // 2
         for c in conns:
             try:
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 from helpers import CLI, Render, publish, submit_and_farm
@@ -58,8 +57,7 @@ def test_store_outage_during_staging_is_survived_inside_one_attempt(tmp_path, en
     assert out["error_reports"] == []
     [task] = out["tasks"]
     assert task["errors"] == 0
-    log = "\n".join(Path(p).read_text() for p in (tmp_path / "job" / "farm").rglob("*.log"))
-    assert "[atomic-publish] retry " in log, "the outage must have been retried in-process"
+    assert proxy.cut_connections >= 1, "the outage must have cut the wrapper's connections"
     assert store.catalog.project("demo").count_documents({"type": "version"}) == 1
 
 
