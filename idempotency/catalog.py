@@ -11,7 +11,6 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from .keys import object_id
 
 TRANSACTION_TOPOLOGIES = ("ReplicaSetWithPrimary", "Sharded", "LoadBalanced")
 
@@ -32,17 +31,6 @@ class Catalog:
 
     def find_subset(self, project: str, asset_id: Any, subset: str) -> dict[str, Any] | None:
         return self.project(project).find_one({"type": "subset", "name": subset, "parent": asset_id})
-
-    def version_docs(self, project: str, asset: str, subset: str) -> list[dict[str, Any]]:
-        """Every version document of the subset (by asset and subset name)."""
-        asset_doc = self.find_asset(project, asset)
-        if not asset_doc:
-            return []
-        subset_doc = self.find_subset(project, asset_doc["_id"], subset)
-        if not subset_doc:
-            return []
-        return list(self.project(project).find({"type": "version", "parent": subset_doc["_id"]},
-                                               projection={"name": 1, "data.atomic_publish.key": 1}))
 
     def _subset_id(self, project: str, asset: str, subset: str) -> Any | None:
         asset_doc = self.find_asset(project, asset)
@@ -109,6 +97,3 @@ def _insert_missing(col: Collection, docs: list[dict[str, Any]], session) -> int
             pass  # a concurrent replay inserted the same deterministic document
     return len(missing)
 
-
-def deterministic_parent_ids(project: str, asset: str) -> tuple[Any, Any]:
-    return object_id("project", project), object_id("asset", project, asset)

@@ -61,6 +61,14 @@ def lease_is_live(lease: dict[str, Any] | None, now: dt.datetime) -> bool:
     return True
 
 
+def check_fingerprint(rec: dict[str, Any], fingerprint: str) -> None:
+    """Same key, other manifest: a permanent error that changes nothing (like HTTP 422)."""
+    if rec["fingerprint"] != fingerprint:
+        raise FingerprintMismatch(
+            f"job {rec.get('job_id')} task {rec.get('task_id')} was first run with another manifest "
+            f"(fingerprint {rec['fingerprint'][:19]}…, now {fingerprint[:19]}…); nothing was changed")
+
+
 class Records:
     """The ``records`` collection: acquire, fenced writes, release."""
 
@@ -96,10 +104,7 @@ class Records:
             rec = self.get(key)
             if rec is None:
                 continue
-            if rec["fingerprint"] != fingerprint:
-                raise FingerprintMismatch(
-                    f"job {fields.get('job_id')} task {fields.get('task_id')} was first run with another "
-                    f"manifest (fingerprint {rec['fingerprint'][:19]}…, now {fingerprint[:19]}…); nothing was changed")
+            check_fingerprint(rec, fingerprint)
             if rec["state"] in TERMINAL:
                 return rec
             if (rec.get("lease") or {}).get("attempt") == who.attempt:

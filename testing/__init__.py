@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "FakeControl",
     "FaultBook",
     "LoopbackServer",
     "atomic_write_json",
@@ -252,3 +253,20 @@ def spawn_fake(module: str, args: list[str], banner: str, timeout: float = 20.0,
         raise RuntimeError(f"{module} did not print {banner}= within {timeout}s; stderr:\n{errors.read()}")
     errors.close()  # the child keeps its own descriptor
     return proc, found[0]
+
+
+class FakeControl:
+    """Steer a fake running in another process through its ``/_fake/*`` JSON endpoints."""
+
+    def __init__(self, url: str, timeout: float = 10.0):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+        import urllib.request
+
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            return json.loads(response.read())

@@ -34,7 +34,6 @@ import json
 import re
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from atomic_publish.testing import FaultBook, LoopbackServer, atomic_write_json, read_json, serve_until_signal
+from atomic_publish.testing import FakeControl, FaultBook, LoopbackServer, atomic_write_json, read_json, serve_until_signal
 
 __all__ = [
     "SCHEMAS",
@@ -1141,22 +1140,11 @@ class _FtrackHandler(BaseHTTPRequestHandler):
             self._send_json(400, {"error": str(exc)})
 
 
-class FakeFtrackControl:
+class FakeFtrackControl(FakeControl):
     """Steer a fake running in another process, through its ``/_fake/*`` endpoints.
 
     Same methods as :class:`FakeFtrackServer` for what tests need.
     """
-
-    def __init__(self, url: str, timeout: float = 10.0):
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-
-    def _call(self, method: str, path: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            return json.loads(response.read())
 
     def set_faults(self, faults: Iterable[dict] | dict, replace: bool = True) -> list[dict]:
         faults = [faults] if isinstance(faults, dict) else list(faults)

@@ -26,13 +26,12 @@ import hashlib
 import json
 import threading
 import time
-import urllib.request
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from atomic_publish.testing import FaultBook, LoopbackServer, atomic_write_json, read_json, serve_until_signal
+from atomic_publish.testing import FakeControl, FaultBook, LoopbackServer, atomic_write_json, read_json, serve_until_signal
 
 __all__ = ["WebhookControl", "WebhookReceiver", "main"]
 
@@ -263,19 +262,8 @@ class _WebhookHandler(BaseHTTPRequestHandler):
             self._send_json(400, {"error": str(exc)})
 
 
-class WebhookControl:
+class WebhookControl(FakeControl):
     """Steer a receiver running in another process through its ``/_fake/*`` endpoints."""
-
-    def __init__(self, url: str, timeout: float = 10.0):
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-
-    def _call(self, method: str, path: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            return json.loads(response.read())
 
     def deliveries(self) -> list[dict]:
         return self._call("GET", "/_fake/deliveries")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 
 from helpers import CLI, Render, publish, run_cli
@@ -73,7 +72,6 @@ def test_audit_is_read_only(render, env, store, mongo_uri):
 
 def test_gc_removes_dead_epochs_but_never_live_or_committed(tmp_path, env, store):
     import subprocess
-    import time
 
     render = Render(tmp_path, frames=600, size=4096, movie=False)
     manifest = render.write_manifest()
@@ -101,7 +99,6 @@ def test_gc_removes_dead_epochs_but_never_live_or_committed(tmp_path, env, store
     assert sorted(os.listdir(out["final_dir"])) == final_files
     code, report = audit(env, render)
     assert code == 0, report
-    _ = (signal, time)
 
 
 def test_gc_releases_reservations_of_rolled_back_keys(render, env, store):

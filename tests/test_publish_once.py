@@ -57,7 +57,6 @@ def test_sigkill_during_staging_resumes_without_copying_again(tmp_path, env, sto
     render = Render(tmp_path, frames=600, size=4096, movie=False)
     manifest = render.write_manifest()
     killed = dict(env, ATOMIC_PUBLISH_FAILPOINTS="stage.checkpoint=kill@1")
-    proc, _ = None, None
     proc = subprocess.run([*CLI, "run", "--manifest", str(manifest), "--job-id", "jobk", "--task-id", "0",
                            "--worker", "w1"], env=killed, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import pymongo
@@ -57,4 +56,3 @@ def test_no_secret_in_any_output_of_a_farm_run(render, env, store, tmp_path, mon
         assert leaks == [], f"{secret} leaked into {leaks}"
     assert len(outputs) > 5
     assert oct(os.stat(tmp_path / "job" / "farm" / "AtomicPublish.config").st_mode & 0o777) == "0o600"
-    _ = Path

@@ -1,7 +1,6 @@
 """Webhook integration: gate (required before the commit) and notify (outbox, at least once)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -112,4 +111,3 @@ def test_unknown_integration_and_bad_settings_are_refused_before_anything(render
     proc, out = publish(render.write_manifest(integrations=[{"name": "webhook", "settings": {"url": "ftp://x"}}]), env)
     assert proc.returncode == 78 and "integrations[0].settings.url" in out["message"]
     assert store.records.col.count_documents({}) == 0 and render.tree() == []
-    _ = Path

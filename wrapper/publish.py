@@ -139,8 +139,8 @@ class Attempt:
     def run(self) -> Outcome:
         try:
             existing = self._r("read the record", self.store.records.get, self.key)
-            if existing and existing["fingerprint"] != self.fingerprint:
-                self._acquire()  # raises FingerprintMismatch without writing
+            if existing:
+                R.check_fingerprint(existing, self.fingerprint)
             if existing and existing["state"] == R.PUBLISHED:
                 return self._already(existing, deliver=True)
             if existing and existing["state"] == R.ROLLED_BACK:

@@ -30,7 +30,7 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from helpers import CLI, Render  # noqa: E402
+from helpers import Render  # noqa: E402
 
 PARALLEL = 3
 NOTHING_WRITTEN = "nothing was written; the job fails without retries"

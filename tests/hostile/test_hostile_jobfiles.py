@@ -11,7 +11,6 @@ path. Each case is checked twice:
 from __future__ import annotations
 
 import codecs
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -17,7 +17,6 @@ import importlib.util
 import itertools
 import json
 import os
-import shlex
 import stat
 import sys
 import uuid
@@ -249,7 +248,7 @@ ARGPARSE_NEEDS = ("needs: the plugin passes values as --option=VALUE (RenderArgu
 def test_wrapper_parser_reads_the_plugin_argv(plugin_run, tmp_path: Path, value: str) -> None:
     manifest = tmp_path / "m.json"
     manifest.write_text("{}")
-    _, calls = plugin_run(value, str(manifest), tmp_path / "jobsData", f"MaxKeyAttempts=4\n")
+    _, calls = plugin_run(value, str(manifest), tmp_path / "jobsData", "MaxKeyAttempts=4\n")
     try:
         args = build_parser("run").parse_args(calls[0])
     except SystemExit as exc:

@@ -15,7 +15,6 @@ import string
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-import pytest
 
 from atomic_publish.deadline_plugin.jobfiles import (JobFileError, parse_key_value_text, read_key_value_file,
                                                      write_key_value_file)
