@@ -11,6 +11,7 @@ SecantusDB unless ``--store`` or ``$MONGO_URI`` is given). A failing trial print
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -81,7 +82,7 @@ class Trial:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ATOMIC_PUBLISH_")}
         self.env.update(ATOMIC_PUBLISH_STORE=self.uri, ATOMIC_PUBLISH_DATABASE=self.db,
                         ATOMIC_PUBLISH_STATE_DATABASE=self.state_db, PYTHONUNBUFFERED="1")
-        self.runs = 0
+        self._numbers = itertools.count(1)
 
     def close(self) -> None:
         import pymongo
@@ -114,9 +115,9 @@ class Trial:
                 "--lease-seconds", LEASE_SECONDS, "--retry-budget", "20"]
 
     def start(self, pub: Publisher, env: dict[str, str] | None = None, manifest: Path | None = None):
-        self.runs += 1
+        number = next(self._numbers)  # concurrent publishers (threads) must never share an output file
         argv = self.command(pub, manifest)[len(CLI):]
-        return fork_server().spawn(argv, env or self.env, self.dir / f"attempt-{self.runs}.log")
+        return fork_server().spawn(argv, env or self.env, self.dir / f"attempt-{number}.log")
 
     def run_until_done(self, pub: Publisher, first: dict[str, Any] | None = None, max_attempts: int = 12,
                        rng: random.Random | None = None, proxy_env: dict[str, str] | None = None) -> int:
