@@ -60,8 +60,8 @@ def connect(uri: str, timeout_ms: int = DEFAULT_TIMEOUT_MS):
     from pymongo import errors as perr
 
     # retryWrites off: every write of atomic-publish is idempotent or re-reads what it did (conditional
-    # updates on the epoch, inserts that treat a duplicate id as "already there"), and the fault suite
-    # caught a wire server acknowledging a retried write whose first attempt was lost with the connection.
+    # updates on the epoch, inserts that treat a duplicate id as "already there"), so our own retries are
+    # safe and correctness does not depend on the server's retryable-write bookkeeping.
     options = {"serverselectiontimeoutms": timeout_ms, "connecttimeoutms": timeout_ms,
                "sockettimeoutms": max(timeout_ms * 6, 30000), "retrywrites": False}
     in_uri = {k.lower() for k in uri.partition("?")[2].replace("&", "=").split("=")[::2] if k}
