@@ -368,7 +368,11 @@ class Bench:
         if self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             out = self.profile_dir / f"{job}.prof"
-            return [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "atomic_publish.wrapper.cli", *args]
+            # main() with an argument list returns instead of leaving through os._exit, so the profile is written
+            code = ("import cProfile, sys; from atomic_publish.wrapper.cli import main; "
+                    f"p = cProfile.Profile(); rc = p.runcall(main, sys.argv[1:]); p.dump_stats({str(out)!r}); "
+                    "sys.exit(rc)")
+            return [sys.executable, "-c", code, *args]
         return [*self.cli, *args]
 
     def publish_spawn(self, manifest: Path, job: str, env_extra: dict[str, str] | None = None) -> Proc:

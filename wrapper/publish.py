@@ -6,6 +6,7 @@ resume or roll forward what an earlier one left.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import uuid
@@ -299,9 +300,11 @@ class Attempt:
         failpoints.hit("stage.begin")
         plan = plan_files(m, rec["version"])
 
+        batches = itertools.count()
+
         def checkpoint(batch: dict[str, dict[str, Any]]) -> None:
             self._fenced({"$inc": {"staged_batches": 1}}, "save staging progress")  # still ours? then save
-            self._r("save staging progress", self.store.staged.save, self.key, batch)
+            self._r("save staging progress", self.store.staged.save, self.key, self.epoch, next(batches), batch)
 
         known = self._r("read staging progress", self.store.staged.of_key, self.key)
         stats = stage(plan, staging_dir, self.epoch, known, rec.get("staging_dirs") or {},
