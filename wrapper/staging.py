@@ -112,25 +112,33 @@ def _no_tick() -> None:
     pass
 
 
+def _link(src: str, dst: str, worker: str) -> bool:
+    """Hard-link ``src`` at ``dst`` (replacing a leftover of a killed attempt); False where links are impossible."""
+    try:
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            os.unlink(dst)
+            os.link(src, dst)
+        return True
+    except OSError as exc:
+        if exc.errno not in LINK_FALLBACK_ERRNOS:
+            raise classify_oserror(exc, "staging", dst, worker) from None
+        return False
+
+
 def copy_file(src: str, dst: str, mode: str, verify: str, worker: str,
-              tick: Callable[[], None] = _no_tick) -> dict[str, Any]:
+              tick: Callable[[], None] = _no_tick, src_st: os.stat_result | None = None) -> dict[str, Any]:
     """Copy (or hardlink) ``src`` to ``dst``, fsync it, and return its verified entry.
 
-    ``tick()`` is called for every chunk: the lease stays alive while bytes move."""
-    st0 = _source_stat(src, worker)
+    ``tick()`` is called for every chunk: the lease stays alive while bytes move. ``src_st`` is
+    the pre-flight stat of the source: each file is stat'ed once before and once after (on NFS
+    every stat is a round trip), and a change in between fails the copy."""
+    st0 = src_st or _source_stat(src, worker)
     roots = allowed_source_roots()
     if roots:
         _check_allowed(src, roots)
-    linked = False
-    if mode == "hardlink":
-        try:
-            if os.path.lexists(dst):
-                os.unlink(dst)
-            os.link(src, dst)
-            linked = True
-        except OSError as exc:
-            if exc.errno not in LINK_FALLBACK_ERRNOS:
-                raise classify_oserror(exc, "staging", dst, worker) from None
+    linked = mode == "hardlink" and _link(src, dst, worker)
     if linked:  # the published file is the render's own inode: read it only when asked to
         digest, total = (_hash_file(src) if verify == "hash" else ""), st0.st_size
     else:
@@ -171,7 +179,8 @@ def copy_file(src: str, dst: str, mode: str, verify: str, worker: str,
     if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns) or total != st0.st_size:
         raise SourceError(f"source {src} changed while it was copied ({st0.st_size} -> {st1.st_size} bytes)",
                           "make sure the render has finished writing before the publish runs, then resubmit")
-    dst_st = os.stat(dst)
+    # a link is the source's own inode; a copy is stat'ed after close (Windows may set its mtime then)
+    dst_st = st1 if linked else os.stat(dst)
     if dst_st.st_size != total:
         raise SourceError(f"staged copy {dst} has {dst_st.st_size} bytes, expected {total}")
     if verify == "hash" and not linked and _hash_file(dst) != digest:
@@ -213,7 +222,7 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
 
     def copy_one(item: PlannedFile) -> dict[str, Any]:
         return retry(f"copy {item.name}", copy_file, item.source, os.path.join(staging_dir, item.name),
-                     mode, verify, worker, tick)
+                     mode, verify, worker, tick, src_stats[item.source])
     stats = StageStats()
     src_stats = check_sources(plan, worker)
     progress = Progress(len(plan), sum(s.st_size for s in src_stats.values()))
