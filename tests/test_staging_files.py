@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -37,3 +38,43 @@ def test_a_copy_records_the_staged_files_own_mtime_and_hash(tmp_path):
     entry = copy_file(str(src), str(dst), "copy", "hash", "w1", src_st=os.stat(src))
     assert not entry["linked"] and dst.read_bytes() == src.read_bytes()
     assert entry["staged_mtime_ns"] == os.stat(dst).st_mtime_ns and len(entry["hash"]) == 32
+
+
+def _plan(tmp_path, count: int) -> list:
+    from atomic_publish.wrapper.layout import PlannedFile
+
+    plan = []
+    for i in range(count):
+        src = tmp_path / f"render.{1001 + i}.exr"
+        src.write_bytes(os.urandom(1000))
+        plan.append(PlannedFile("exr", str(src), f"sh010_v001.{1001 + i}.exr", str(1001 + i), "exr"))
+    return plan
+
+
+def test_stage_removes_earlier_leftovers_alongside_the_copies(tmp_path):
+    from atomic_publish.wrapper.staging import stage
+
+    leftover = tmp_path / ".v001.epoch1"
+    leftover.mkdir()
+    (leftover / "half.exr").write_bytes(b"x" * 10)
+    staging = tmp_path / ".v001.epoch2"
+    staging.mkdir()
+    batches: list[dict] = []
+    stats = stage(_plan(tmp_path, 5), str(staging), 2, {}, {}, "copy", "size", "w1", batches.append,
+                  lambda: None, cleanup=lambda: shutil.rmtree(leftover))
+    assert stats.copied_files == 5 and len(list(staging.iterdir())) == 5
+    assert not leftover.exists()  # finished before stage returned
+    assert sum(len(b) for b in batches) == 5
+
+
+def test_a_failed_cleanup_fails_the_stage_as_it_would_inline(tmp_path):
+    from atomic_publish.wrapper.staging import stage
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+
+    def cleanup() -> None:
+        raise PermissionError(13, "denied", str(tmp_path / ".v001.epoch1"))
+    with pytest.raises(PermissionError):
+        stage(_plan(tmp_path, 3), str(staging), 2, {}, {}, "copy", "size", "w1", lambda b: None,
+              lambda: None, cleanup=cleanup)

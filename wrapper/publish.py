@@ -131,6 +131,7 @@ class Attempt:
         self.rec: dict[str, Any] = {}
         self.state = R.NEW
         self.keeper: LeaseKeeper | None = None
+        self.source_stats: dict[str, os.stat_result] | None = None  # from the pre-flight, reused by staging
 
     def _r(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
         """One leaf operation under the in-process retry policy."""
@@ -221,7 +222,7 @@ class Attempt:
         if os.path.normcase(real) != os.path.normcase(os.path.normpath(root)):
             raise DestinationError(f"publish root {root} is a symlink to {real}; give the real path in the manifest "
                                    "(a symlinked root lets the version land outside the storage it names)")
-        check_sources(plan_files(self.manifest, 1), worker, allowed_source_roots())
+        self.source_stats = check_sources(plan_files(self.manifest, 1), worker, allowed_source_roots())
         check_inside_root(version_dir(self.manifest, 1), root)
         if self.manifest.version is not None:  # a pinned number whose folder belongs to someone else
             final = version_dir(self.manifest, self.manifest.version)
@@ -307,13 +308,16 @@ class Attempt:
             self._r("save staging progress", self.store.staged.save, self.key, self.epoch, next(batches), batch)
 
         known = self._r("read staging progress", self.store.staged.of_key, self.key)
+        old = {ep: d for ep, d in (rec.get("staging_dirs") or {}).items() if ep != str(self.epoch)}
+
+        def remove_old() -> None:  # what earlier epochs left once their verified files moved here
+            for folder in old.values():
+                remove_tree(folder)
         stats = stage(plan, staging_dir, self.epoch, known, rec.get("staging_dirs") or {},
                       m.link_mode, m.verify, self.req.worker, checkpoint, self.guard.check,
-                      threads=self.req.policy.threads, retry=self._r, tick=self.keeper.tick)
+                      threads=self.req.policy.threads, retry=self._r, tick=self.keeper.tick,
+                      cleanup=remove_old if old else None, src_stats=self.source_stats)
         self.guard.check()
-        old = {ep: d for ep, d in (rec.get("staging_dirs") or {}).items() if ep != str(self.epoch)}
-        for folder in old.values():
-            remove_tree(folder)
         write_marker(staging_dir, {"key": self.key, "job_id": self.req.job_id, "task_id": str(self.req.task_id),
                                    "version": rec["version"], "fingerprint": self.fingerprint,
                                    "files": sorted(p.name for p in plan)})

@@ -213,10 +213,15 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
           staging_dirs: dict[str, str], mode: str, verify: str, worker: str,
           checkpoint: Callable[[dict[str, dict[str, Any]]], None], guard: Callable[[], None],
           threads: int = 4, retry: Callable[..., Any] | None = None,
-          tick: Callable[[], None] = _no_tick) -> StageStats:
+          tick: Callable[[], None] = _no_tick, cleanup: Callable[[], None] | None = None,
+          src_stats: dict[str, os.stat_result] | None = None) -> StageStats:
     """Stage every planned file into ``staging_dir``; returns the verified entries by file id.
 
     ``retry(operation, fn, *args)`` runs one file copy under the in-process retry policy.
+    ``src_stats`` are the pre-flight's ``check_sources`` results, so no source is checked twice.
+    ``cleanup()`` (removing what earlier epochs left) runs in the background once their reusable
+    files have been moved here, alongside the copies: deleting a killed attempt's leftovers costs
+    about 5 ms per 4 MiB file on ext4 with online discard. It has finished when stage returns.
     """
     retry = retry or (lambda _op, fn, *a: fn(*a))
 
@@ -224,7 +229,8 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
         return retry(f"copy {item.name}", copy_file, item.source, os.path.join(staging_dir, item.name),
                      mode, verify, worker, tick, src_stats[item.source])
     stats = StageStats()
-    src_stats = check_sources(plan, worker)
+    if src_stats is None:
+        src_stats = check_sources(plan, worker)
     progress = Progress(len(plan), sum(s.st_size for s in src_stats.values()))
     pending: dict[str, dict[str, Any]] = {}
     last_flush = time.monotonic()
@@ -265,7 +271,31 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
         stats.reused_bytes += known[fid]["size"]
         record(item, {k: v for k, v in known[fid].items() if k not in ("name", "representation", "epoch")})
     guard()
+    cleaner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanup")
+    cleaned = cleaner.submit(cleanup) if cleanup else None
+    try:
+        _copy_all(to_copy, copy_one, record, stats, mode, threads, guard)
+        if cleaned is not None:
+            cleaned.result()  # an error removing the leftovers surfaces here, as it did inline
+    finally:
+        cleaner.shutdown(wait=True)
 
+    try:
+        if inflight is not None:
+            inflight.result()
+            failpoints.hit("stage.checkpoint")
+        if pending:
+            checkpoint(dict(pending))
+            failpoints.hit("stage.checkpoint")
+    finally:
+        flusher.shutdown(wait=True)
+    return stats
+
+
+def _copy_all(to_copy: list[PlannedFile], copy_one: Callable[[PlannedFile], dict[str, Any]],
+              record: Callable[[PlannedFile, dict[str, Any]], None], stats: StageStats, mode: str,
+              threads: int, guard: Callable[[], None]) -> None:
+    """Copy (or link) every file of ``to_copy``, recording each as it is verified."""
     if mode == "hardlink":  # a link costs microseconds: threads would only add overhead
         for item in to_copy:
             entry = copy_one(item)
@@ -274,7 +304,7 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
             stats.linked_files += entry["linked"]
             record(item, entry)
             guard()
-        to_copy = []
+        return
 
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="stage") as pool:
         queue = iter(to_copy)
@@ -301,16 +331,6 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
             for fut in running:
                 fut.cancel()
             raise
-    try:
-        if inflight is not None:
-            inflight.result()
-            failpoints.hit("stage.checkpoint")
-        if pending:
-            checkpoint(dict(pending))
-            failpoints.hit("stage.checkpoint")
-    finally:
-        flusher.shutdown(wait=True)
-    return stats
 
 
 def fsync_dir(path: str) -> None:
