@@ -77,8 +77,11 @@ def submit_and_farm(manifest: Path, out: Path, env: dict, *farm_args: str, submi
     return proc, last_json(proc)
 
 
-def delayed(*workers: str, seconds: float = 2.0) -> list[str]:
-    """--worker-env arguments that bring ``workers`` online later than worker-1."""
+def delayed(*workers: str, seconds: float = 0.5) -> list[str]:
+    """--worker-env arguments that bring ``workers`` online later than worker-1.
+
+    Short on purpose: a worker-1 that fails every attempt (~0.4 s each) must not use up
+    MaxKeyAttempts (6) on its own before the others are there."""
     args: list[str] = []
     for w in workers:
         args += ["--worker-env", f"{w}:ATOMIC_PUBLISH_FARM_WORKER_DELAY={seconds}"]

@@ -27,7 +27,7 @@ def test_a_source_changed_after_the_preflight_stat_fails_the_copy(tmp_path, mode
     src.write_bytes(b"a" * 4096)
     preflight = os.stat(src)
     src.write_bytes(b"b" * 8192)  # the render wrote again between the pre-flight and the copy
-    with pytest.raises(SourceError, match="changed while it was copied"):
+    with pytest.raises(SourceError, match="changed while it was published"):
         copy_file(str(src), str(tmp_path / "staged.exr"), mode, "size", "w1", src_st=preflight)
 
 

@@ -177,7 +177,8 @@ def copy_file(src: str, dst: str, mode: str, verify: str, worker: str,
         digest = h.hexdigest()
     st1 = _source_stat(src, worker)
     if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns) or total != st0.st_size:
-        raise SourceError(f"source {src} changed while it was copied ({st0.st_size} -> {st1.st_size} bytes)",
+        raise SourceError(f"source {src} changed while it was published ({st0.st_size} -> {st1.st_size} bytes "
+                          "since the pre-flight check)",
                           "make sure the render has finished writing before the publish runs, then resubmit")
     # a link is the source's own inode; a copy is stat'ed after close (Windows may set its mtime then)
     dst_st = st1 if linked else os.stat(dst)
@@ -271,14 +272,23 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
         stats.reused_bytes += known[fid]["size"]
         record(item, {k: v for k, v in known[fid].items() if k not in ("name", "representation", "epoch")})
     guard()
-    cleaner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanup")
-    cleaned = cleaner.submit(cleanup) if cleanup else None
+
+    def copied(item: PlannedFile, entry: dict[str, Any]) -> None:
+        stats.copied_files += 1
+        stats.copied_bytes += entry["size"]
+        stats.linked_files += entry["linked"]
+        record(item, entry)
+        guard()
+
+    cleaner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanup") if cleanup else None
     try:
-        _copy_all(to_copy, copy_one, record, stats, mode, threads, guard)
+        cleaned = cleaner.submit(cleanup) if cleaner else None
+        _copy_all(to_copy, copy_one, copied, mode, threads)
         if cleaned is not None:
             cleaned.result()  # an error removing the leftovers surfaces here, as it did inline
     finally:
-        cleaner.shutdown(wait=True)
+        if cleaner:
+            cleaner.shutdown(wait=True)
 
     try:
         if inflight is not None:
@@ -293,19 +303,12 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
 
 
 def _copy_all(to_copy: list[PlannedFile], copy_one: Callable[[PlannedFile], dict[str, Any]],
-              record: Callable[[PlannedFile, dict[str, Any]], None], stats: StageStats, mode: str,
-              threads: int, guard: Callable[[], None]) -> None:
-    """Copy (or link) every file of ``to_copy``, recording each as it is verified."""
+              copied: Callable[[PlannedFile, dict[str, Any]], None], mode: str, threads: int) -> None:
+    """Copy (or link) every file of ``to_copy``, handing each verified entry to ``copied``."""
     if mode == "hardlink":  # a link costs microseconds: threads would only add overhead
         for item in to_copy:
-            entry = copy_one(item)
-            stats.copied_files += 1
-            stats.copied_bytes += entry["size"]
-            stats.linked_files += entry["linked"]
-            record(item, entry)
-            guard()
+            copied(item, copy_one(item))
         return
-
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="stage") as pool:
         queue = iter(to_copy)
         running = {}
@@ -317,13 +320,7 @@ def _copy_all(to_copy: list[PlannedFile], copy_one: Callable[[PlannedFile], dict
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    item = running.pop(fut)
-                    entry = fut.result()
-                    stats.copied_files += 1
-                    stats.copied_bytes += entry["size"]
-                    stats.linked_files += entry["linked"]
-                    record(item, entry)
-                    guard()
+                    copied(running.pop(fut), fut.result())
                     nxt = next(queue, None)
                     if nxt is not None:
                         running[pool.submit(copy_one, nxt)] = nxt

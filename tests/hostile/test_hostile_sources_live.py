@@ -92,7 +92,7 @@ def test_source_that_grows_during_the_copy_is_rolled_back(grown) -> None:
     the record stays as the ROLLED_BACK tombstone (a rolled-back key never resumes)."""
     render, code, out, output, rec, reservations, collections = grown
     assert code == 78, output
-    assert f"source {render.frames[-1]} changed while it was copied" in out["message"]
+    assert f"source {render.frames[-1]} changed while it was published" in out["message"]
     leftovers = [p for p in render.tree() if os.path.basename(p).startswith((".v", "v0"))]
     assert leftovers == []  # no staging folder, no final folder
     assert reservations == 0 and collections == []
