@@ -26,6 +26,9 @@ from typing import Any
 
 MIB = 1024 * 1024
 KIB = 1024
+# what strace counts as metadata calls: every one is a round trip on NFS or SMB
+METADATA_CALLS = ("stat", "lstat", "fstat", "newfstatat", "statx", "open", "openat", "openat2", "creat",
+                  "access", "faccessat", "faccessat2")
 
 
 def log(text: str) -> None:
@@ -369,7 +372,15 @@ class Bench:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             out = self.profile_dir / f"{job}.prof"
             # main() with an argument list returns instead of leaving through os._exit, so the profile is written
-            code = ("import cProfile, sys; from atomic_publish.wrapper.cli import main; "
+            # every thread gets its own profile (the copy threads, the checkpoint flusher, the lease
+            # keeper): DIR/<job>.prof for the main thread, DIR/<job>.<thread name>.prof for the others
+            code = ("import cProfile, sys, threading; from atomic_publish.wrapper.cli import main; "
+                    "run = threading.Thread.run\n"
+                    "def profiled(self):\n"
+                    "    p = cProfile.Profile(); p.enable()\n"
+                    "    try: run(self)\n"
+                    f"    finally: p.disable(); p.dump_stats({str(out)[:-5]!r} + '.' + self.name + '.prof')\n"
+                    "threading.Thread.run = profiled\n"
                     f"p = cProfile.Profile(); rc = p.runcall(main, sys.argv[1:]); p.dump_stats({str(out)!r}); "
                     "sys.exit(rc)")
             return [sys.executable, "-c", code, *args]
@@ -402,13 +413,53 @@ class Bench:
         return json.loads(proc.lines[-1][1])
 
     def cp_baseline(self, source_dir: Path) -> Proc:
-        """`cp -r` into a new folder on the same filesystem, then fsync every copied file and folder."""
+        """The honest baseline: ``cp -r SRC DST && sync -f DST`` into a new folder on the same
+        filesystem (``sync -f`` is syncfs(2): every dirty page of that filesystem, once)."""
+        settle()
         dst = self.scratch / f"cp-{uuid.uuid4().hex[:8]}"
-        script = 'cp -r -- "$1" "$2" && find "$2" -exec sync -- {} +'
-        proc = self.runner.run(["sh", "-c", script, "sh", str(source_dir), str(dst)], self.env)
+        proc = self.runner.run(["sh", "-c", 'cp -r -- "$1" "$2" && sync -f -- "$2"', "sh", str(source_dir),
+                                str(dst)], self.env)
         if proc.exit_code != 0:
             raise RuntimeError(f"baseline copy failed: {proc.stderr()}")
         shutil.rmtree(dst, ignore_errors=True)
+        settle()
+        return proc
+
+    def strace_counts(self, argv: list[str], env: dict[str, str] | None = None) -> dict[str, int] | None:
+        """Metadata system calls of ``argv`` and its threads (``strace -c -f``): the stat family,
+        open and access. None when strace is not installed."""
+        if not shutil.which("strace"):
+            return None
+        out = self.root / f"strace-{uuid.uuid4().hex[:8]}.txt"
+        proc = self.runner.run(["strace", "-c", "-f", "-e", f"trace={','.join(METADATA_CALLS)}", "-o", str(out),
+                                "--", *argv], env or self.env)
+        if proc.exit_code != 0:
+            raise RuntimeError(f"strace of {argv[:3]} failed (exit {proc.exit_code}): {proc.stderr()[-500:]}")
+        counts: dict[str, int] = {}
+        for line in out.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 5 and parts[-1] in METADATA_CALLS and parts[3].isdigit():
+                counts[parts[-1]] = int(parts[3])
+        return counts
+
+    def publish_signalled(self, manifest: Path, job: str, signum: int, fraction: float,
+                          total_files: int) -> Proc:
+        """Start a publish and send ``signum`` once ``fraction`` of its files are in the staging folder."""
+        proc = self.publish_spawn(manifest, job)
+        want = max(1, int(total_files * fraction))
+        deadline = time.monotonic() + 600
+        sent = False
+        while proc.popen.poll() is None and time.monotonic() < deadline:
+            folders = [p for p in self.publish_root.rglob(".*.staging-*") if p.is_dir()]
+            done = sum(sum(1 for e in os.scandir(f) if not e.name.startswith(".")) for f in folders)
+            if done > want:  # the newest file may still be copying: more than `want` means `want` are done
+                os.kill(proc.popen.pid, signum)
+                sent = True
+                break
+            time.sleep(0.005)
+        self.runner.wait(proc)
+        if not sent:
+            raise RuntimeError(f"the publish ended before {want} of {total_files} files were staged")
         return proc
 
     def python_pass(self) -> Proc:

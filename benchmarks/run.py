@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -87,6 +88,7 @@ def table(report: dict[str, Any]) -> str:
     out.append(f"temp dir: {m['temp_dir']} on {fs['type']} ({fs['device']} at {fs['mount']}), "
                f"{_gib(m['disk_free_bytes'])} free")
     out.append(f"store   : {report['store']}")
+    out.append(f"strace  : {report.get('strace') or 'not installed: metadata calls not measured (Debian: apt-get install -y strace)'}")
     out.append("bytecode: cached in the temporary folder (PYTHONPYCACHEPREFIX), filled by a warm-up run"
                + (f"; PYTHONDONTWRITEBYTECODE={m['inherited_PYTHONDONTWRITEBYTECODE']} of this environment is "
                   "not passed to the children" if m.get("inherited_PYTHONDONTWRITEBYTECODE") else ""))
@@ -122,8 +124,9 @@ def table(report: dict[str, Any]) -> str:
     out.append(f"{'target':<62} {'measured':>12} {'limit':>10}  result")
     out.append("-" * 96)
     for t in report["targets"]:
+        verdict = "met" if t["ok"] else ("NOT MEASURED: " + t["skipped"] if t.get("skipped") else "MISSED")
         out.append(f"{t['text']:<62} {_fmt(t['value'], t['unit']):>12} {_fmt(t['limit'], t['unit']):>10}  "
-                   f"{'ok' if t['ok'] else 'MISSED'}")
+                   f"{verdict}")
     out.append("")
     out.append(f"total time {report['elapsed_s']:.0f} s; {report['wrapper_runs']} wrapper runs"
                + ("; INTERRUPTED: only the scenarios above completed" if report.get("interrupted") else ""))
@@ -133,21 +136,25 @@ def table(report: dict[str, Any]) -> str:
 def _extra_lines(sc: dict[str, Any]) -> list[str]:
     lines = []
     mt = sc.get("metrics") or {}
-    if sc["name"] == "full-copy":
+    if sc["name"].startswith("copy-"):
         lines.append(f"throughput: atomic-publish {mt['publish_mib_per_s']:.0f} MiB/s, "
-                     f"cp -r + sync {mt['baseline_mib_per_s']:.0f} MiB/s")
+                     f"cp -r + sync -f {mt['baseline_mib_per_s']:.0f} MiB/s")
     if sc["name"] == "small-files":
         for n, v in mt["per_size"].items():
             lines.append(f"{n} files: {v['publish_ms_per_file']:.3f} ms/file (cp {v['baseline_ms_per_file']:.3f}), "
-                         f"overhead over cp {v['overhead_ms_per_file']:.3f} ms/file, peak RSS {v['peak_rss_mb']:.0f} MB")
-        lines.append(f"time ratio between the two sizes: {mt['scale_ratio']:.2f} x")
+                         f"peak RSS {v['peak_rss_mb']:.0f} MB ({v['rss_kb_per_file']:.2f} KB per file)")
     if sc["name"] == "overhead":
         lines.append(f"overhead over python -c pass: publish {mt['overhead_s']:.3f} s; "
                      f"CLI start alone {mt['cli_start_over_python_s']:.3f} s")
     if sc["name"] == "resume":
         for r in mt["rounds"]:
-            lines.append(f"{r['failpoint']}: {r['checkpointed_files']} checkpointed ({100 * r['fraction']:.0f}%), "
+            lines.append(f"{r['signal']}: {r['saved_files']} saved ({100 * r['fraction']:.0f}%), "
                          f"retry reused {r['reused_files']} and copied {r['copied_files']} in {r['retry_s']:.2f} s")
+    if sc["name"] == "metadata" and mt.get("by_call"):
+        lines.append("per published file: " + ", ".join(f"{k} {v:g}" for k, v in mt["by_call"].items() if v))
+    if sc["name"] == "commands":
+        for n, names in mt.items():
+            lines.append(f"{n}: " + ", ".join(f"{k} {v}" for k, v in names.items()))
     return lines
 
 
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         report["machine"] = machine(str(bench.root))
+        report["strace"] = shutil.which("strace")
         log(f"temporary folder {bench.root}")
         report["store"] = bench.start_store()
         report["store"] += f"; databases {bench.database}, {bench.state_database}"

@@ -10,7 +10,7 @@ import os
 import sys
 
 from ..wrapper.errors import StoreConfigError, StoreUnavailable
-from . import embedded
+from . import clock, embedded
 from .redact import redact_uri, register_secret
 
 DEFAULT_TIMEOUT_MS = 5000
@@ -66,9 +66,12 @@ def connect(uri: str, timeout_ms: int = DEFAULT_TIMEOUT_MS):
                "sockettimeoutms": max(timeout_ms * 6, 30000), "retrywrites": False}
     in_uri = {k.lower() for k in uri.partition("?")[2].replace("&", "=").split("=")[::2] if k}
     kwargs = {k: v for k, v in options.items() if k not in in_uri}  # options in the URI win
+    from .command_log import install_from_env
+
+    install_from_env()  # ATOMIC_PUBLISH_COMMAND_LOG: a test surface counting round trips
     try:
         client = pymongo.MongoClient(uri, appname="atomic-publish", tz_aware=True, **kwargs)
-        client.admin.command("ping")
+        clock.calibrate_client(client, f"the store at {redact_uri(uri)}")  # the ping, and the store's time
     except perr.OperationFailure as exc:
         if exc.code in (13, 18):
             raise StoreConfigError(f"the store refused the credentials in {redact_uri(uri)}: {exc.details and exc.details.get('errmsg')}") from None
