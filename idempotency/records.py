@@ -2,7 +2,7 @@
 
 Taking the lease increments the epoch in one conditional write; every later write
 is conditional on that epoch, so an attempt that lost its lease (a zombie) can change
-nothing (design.md section 2).
+nothing (docs/design.md section 2).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`atomic-publish audit`: check every invariant of design.md section 5, read only.
+"""`atomic-publish audit`: check every invariant of docs/design.md section 5, read only.
 
 Runs against a production database: it never writes, it streams every cursor and walks
 folders iteratively (bounded memory), and it names what to do about each violation.

@@ -1,4 +1,4 @@
-"""Named failpoints at every durable step, for the fault suite (design.md section 6).
+"""Named failpoints at every durable step, for the fault suite (docs/design.md section 6).
 
 Enabled with ``ATOMIC_PUBLISH_FAILPOINTS=NAME=ACTION[@N],...`` where ACTION is
 ``raise``, ``exit``, ``kill`` (SIGKILL to itself) or ``hang``; ``@N`` fires on the Nth

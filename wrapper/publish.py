@@ -1,6 +1,6 @@
 """One publish attempt: manifest -> reserve -> stage -> (integrate) -> commit, or roll back.
 
-The lifecycle and its invariants are design.md sections 3 and 5. Every write to the
+The lifecycle and its invariants are docs/design.md sections 3 and 5. Every write to the
 record is fenced by this attempt's epoch; every step is idempotent, so any attempt can
 resume or roll forward what an earlier one left.
 """

@@ -1,4 +1,4 @@
-"""The fault suite (design.md sections 5 and 6): every failpoint with every action, seeded random
+"""The fault suite (docs/design.md sections 5 and 6): every failpoint with every action, seeded random
 trials, zombies and duplicate attempts; every trial must end with the right outcome and a clean audit.
 
 CI runs the exhaustive matrix and ATOMIC_PUBLISH_FAULT_TRIALS random trials (default 200), store
