@@ -1,55 +1,36 @@
 """Windows-safe file operations: long paths, and renames and deletes that wait out files left
-open elsewhere (antivirus, a viewer on the farm, an indexer) instead of failing the publish.
+open elsewhere (antivirus, a viewer on the farm, an indexer) instead of failing the publish;
+and ``fsync_dir``, which makes a rename or a new entry durable.
 
 On Windows a rename or delete of a file another process holds open fails with a sharing
-violation (winerror 32) or access denied (5); it usually clears in seconds. POSIX has no such
-failure, so on Linux and macOS these helpers only add a cheap attribute check.
+violation (winerror 32) or access denied (5); it usually clears in seconds. That is one
+predicate of the single retry policy (``retry.py``): these helpers never loop themselves, so a
+sharing violation is tried as many times as any other transient failure, not that many times
+nested. POSIX has no such failure, so on Linux and macOS these helpers only add a cheap
+attribute check.
 """
 from __future__ import annotations
 
 import ntpath
 import os
 import shutil
-from typing import Callable, TypeVar
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-
-from . import progress
 from .errors import TransientError
 
-T = TypeVar("T")
 SHARING_WINERRORS = {5, 32, 33}  # access denied, sharing violation, lock violation
 WIN_MAX_PATH = 248  # CreateDirectory's limit; files 260
 
 
 def is_sharing_violation(exc: BaseException) -> bool:
+    """True for a Windows sharing (or lock) violation: the file is open in another program."""
     return isinstance(exc, OSError) and getattr(exc, "winerror", None) in SHARING_WINERRORS
 
 
 class FileInUse(TransientError):
+    """A sharing violation that outlasted every try of the retry policy."""
+
     default_todo = ("close the program holding it open on this worker (viewer, antivirus scan); the farm "
                     "retries the task")
-
-
-def retry_sharing(operation: str, path: str, fn: Callable[..., T], *args, attempts: int = 6,
-                  max_wait: float = 4.0) -> T:
-    """Run ``fn``, retrying sharing violations with bounded backoff; then a clear FileInUse."""
-    def log(state) -> None:
-        progress.info(f"retry {operation}: {path} is open elsewhere (sharing violation); "
-                      f"try {state.attempt_number}/{attempts}")
-
-    try:
-        for attempt in Retrying(retry=retry_if_exception(is_sharing_violation), stop=stop_after_attempt(attempts),
-                                wait=wait_exponential(multiplier=0.25, max=max_wait), before_sleep=log,
-                                reraise=True):
-            with attempt:
-                return fn(*args)
-    except OSError as exc:
-        if is_sharing_violation(exc):
-            raise FileInUse(f"cannot {operation} {path}: it stayed open in another program after {attempts} "
-                            "tries (Windows sharing violation)") from None
-        raise
-    raise AssertionError("unreachable")
 
 
 def long_path(path: str, windows: bool | None = None) -> str:
@@ -63,12 +44,35 @@ def long_path(path: str, windows: bool | None = None) -> str:
     return "\\\\?\\" + full
 
 
-def remove_tree(path: str) -> None:
-    """Delete a folder, waiting out files open elsewhere; missing is fine."""
+def remove_tree(path: str, policy=None) -> None:
+    """Delete a folder, waiting out files open elsewhere; missing is fine.
+
+    A leaf operation with its own (single) retry layer: ``retry.call`` under ``policy`` (default
+    ``RetryPolicy()``), sharing violations included. Never call it under another ``retry.call``."""
+    from . import retry
+
     def rmtree() -> None:
         try:
             shutil.rmtree(long_path(path))
         except FileNotFoundError:
             pass
 
-    retry_sharing("delete", path, rmtree)
+    retry.call(f"delete {path}", policy or retry.RetryPolicy(), rmtree)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new entry in ``path`` durable (no-op where directories cannot be opened,
+    as on Windows, whose NTFS journal makes the rename itself durable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+__all__ = ["FileInUse", "SHARING_WINERRORS", "fsync_dir", "is_sharing_violation", "long_path", "remove_tree"]

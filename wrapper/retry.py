@@ -4,6 +4,9 @@ One layer only: each leaf operation (a store call, a file copy, a rename, an int
 call) is retried on its own; no retried block contains another. Only transient failures
 are retried, within a bounded number of attempts and a bounded total time, with
 exponential backoff and jitter (or the server's Retry-After), one log line per retry.
+A Windows sharing violation (a file open in another program) is one more predicate of the
+same policy, joined with ``|``: it is tried ``attempts`` times like any transient failure,
+then reported as ``FileInUse`` (transient) rather than as the access error Windows gives it.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from tenacity.wait import wait_base
 from . import progress
 from .classify import classify
 from .errors import TRANSIENT, Interrupted, Superseded
+from .fsops import FileInUse, is_sharing_violation
 
 T = TypeVar("T")
 
@@ -37,6 +41,24 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, (Interrupted, Superseded, FailpointError)):
         return False
     return classify(exc).failure_class == TRANSIENT
+
+
+#: what the single policy retries: a transient failure, or a file held open elsewhere (Windows)
+RETRY_IF = retry_if_exception(_retryable) | retry_if_exception(is_sharing_violation)
+
+
+def _cause(exc: BaseException) -> str:
+    if is_sharing_violation(exc):
+        return f"{getattr(exc, 'filename', None) or 'a file'} is open in another program (sharing violation)"
+    return classify(exc).cause
+
+
+def _in_use(operation: str, exc: BaseException, tries: int) -> BaseException:
+    """The error to raise when retries ran out: a sharing violation becomes FileInUse."""
+    if is_sharing_violation(exc):
+        return FileInUse(f"cannot {operation}: {getattr(exc, 'filename', None) or 'a file'} stayed open in "
+                         f"another program after {tries} tries (Windows sharing violation)")
+    return exc
 
 
 class _wait_backoff_or_retry_after(wait_base):
@@ -58,9 +80,8 @@ class _wait_backoff_or_retry_after(wait_base):
 def _log_retry(operation: str, policy: RetryPolicy) -> Callable[[RetryCallState], None]:
     def log(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        err = classify(exc) if exc else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        progress.info(f"retry {operation}: {type(exc).__name__}: {err.cause if err else exc}; "
+        progress.info(f"retry {operation}: {type(exc).__name__}: {_cause(exc) if exc else exc}; "
                       f"try {state.attempt_number}/{policy.attempts} failed, waiting {wait:.1f}s")
     return log
 
@@ -69,7 +90,7 @@ def retrying(operation: str, policy: RetryPolicy, stop_event: threading.Event | 
     stop = stop_after_attempt(policy.attempts) | stop_before_delay(policy.budget)
     if stop_event is not None:
         stop = stop | stop_when_event_set(stop_event)
-    return Retrying(retry=retry_if_exception(_retryable), stop=stop, wait=_wait_backoff_or_retry_after(policy),
+    return Retrying(retry=RETRY_IF, stop=stop, wait=_wait_backoff_or_retry_after(policy),
                     before_sleep=_log_retry(operation, policy), reraise=True)
 
 
@@ -82,15 +103,26 @@ def call(operation: str, policy: RetryPolicy, fn: Callable[..., T], *args, stop_
     try:
         return fn(*args, **kwargs)
     except BaseException as exc:
-        if not _retryable(exc) or policy.attempts <= 1:
+        if not (_retryable(exc) or is_sharing_violation(exc)):
+            raise
+        if policy.attempts <= 1:
+            if is_sharing_violation(exc):
+                raise _in_use(operation, exc, 1) from exc
             raise
         first = exc
-    progress.info(f"retry {operation}: {type(first).__name__}: {classify(first).cause}; "
+    progress.info(f"retry {operation}: {type(first).__name__}: {_cause(first)}; "
                   f"try 1/{policy.attempts} failed")
     rest = RetryPolicy(attempts=policy.attempts - 1, budget=policy.budget, initial=policy.initial,
                        max_wait=policy.max_wait)
     time.sleep(min(policy.initial, policy.budget))
-    for attempt in retrying(operation, rest, stop_event):
-        with attempt:
-            return fn(*args, **kwargs)
+    tried = 1
+    try:
+        for attempt in retrying(operation, rest, stop_event):
+            with attempt:
+                tried += 1
+                return fn(*args, **kwargs)
+    except OSError as exc:
+        if is_sharing_violation(exc):
+            raise _in_use(operation, exc, tried) from exc
+        raise
     raise AssertionError("unreachable")

@@ -330,18 +330,7 @@ def _copy_all(to_copy: list[PlannedFile], copy_one: Callable[[PlannedFile], dict
             raise
 
 
-def fsync_dir(path: str) -> None:
-    """Make a rename or a new entry in ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+from .fsops import fsync_dir  # noqa: E402  (moved to fsops; re-exported for existing importers)
 
 
 __all__ = ["stage", "copy_file", "check_sources", "file_id", "fsync_dir", "StageStats", "PublishError"]
