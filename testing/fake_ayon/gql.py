@@ -39,6 +39,7 @@ _COMMON = """
 SDL = f"""
 type Query {{
   project(name: String!): ProjectNode
+  projects(name: String, includeSkeleton: Boolean, {_PAGE}): ProjectsConnection!
 }}
 type PageInfo {{ hasNextPage: Boolean!  hasPreviousPage: Boolean!  startCursor: String  endCursor: String }}
 type ProductTypeNode {{ name: String!  baseType: String  color: String  icon: String }}
@@ -84,7 +85,7 @@ type RepresentationNode {{ {_COMMON}
 """ + "".join(
     f"type {name}Edge {{ node: {name}Node!  cursor: String }}\n"
     f"type {plural}Connection {{ edges: [{name}Edge!]!  pageInfo: PageInfo! }}\n"
-    for name, plural in (("Folder", "Folders"), ("Task", "Tasks"), ("Product", "Products"),
+    for name, plural in (("Project", "Projects"), ("Folder", "Folders"), ("Task", "Tasks"), ("Product", "Products"),
                          ("Version", "Versions"), ("Representation", "Representations")))
 
 _SCHEMA = build_schema(SDL)
@@ -268,7 +269,12 @@ def execute(tables: Tables, body: Any) -> dict:
             raise GraphQLError(f"Project {name} not found")
         return _Project(work).root
 
-    result = graphql_sync(_SCHEMA, body["query"], root_value={"project": project},
+    def projects(info, name=None, includeSkeleton=None, first=None, after=None) -> dict:
+        names = [n for n in tables.project_names() if name is None or n == name]
+        rows = [{"creationOrder": i, "name": n} for i, n in enumerate(names, 1)]
+        return _connection(rows, lambda r: project(info, r["name"]), first, after)
+
+    result = graphql_sync(_SCHEMA, body["query"], root_value={"project": project, "projects": projects},
                           variable_values=body.get("variables") or None,
                           operation_name=body.get("operationName"))
     out: dict[str, Any] = {"data": result.data}
