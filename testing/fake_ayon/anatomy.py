@@ -43,8 +43,9 @@ _ATTRIBUTE_ROWS: list[tuple[str, list[str], str, Any]] = [
     ("colorSpace", ["version"], "string", None),
     ("path", ["representation"], "string", None),
     ("template", ["representation"], "string", None),
-    ("extension", ["representation"], "string", None),
-    ("description", ["project", "folder", "task", "product", "version", "representation"], "string", None),
+    ("extension", ["representation", "workfile"], "string", None),
+    ("description", ["project", "folder", "task", "product", "version", "representation", "workfile"],
+     "string", None),
 ]
 
 #: ``GET /api/attributes`` items, in the real server's shape.
@@ -68,11 +69,15 @@ _STATUSES = [
 ]
 _FOLDER_TYPES = [("Folder", "", "folder"), ("Library", "lib", "category"), ("Asset", "", "smart_toy"),
                  ("Episode", "ep", "live_tv"), ("Sequence", "sq", "theaters"), ("Shot", "sh", "movie")]
-_TASK_TYPES = [("Generic", "gener", "task_alt"), ("Compositing", "comp", "layers"),
-               ("Lighting", "lgt", "highlight"), ("Rendering", "render", "photo_camera"),
-               ("Animation", "anim", "directions_run"), ("FX", "fx", "fireplace")]
+_TASK_TYPES = [("Generic", "gener", "task_alt"), ("Layout", "lay", "nature_people"),
+               ("Animation", "anim", "directions_run"), ("FX", "fx", "fireplace"),
+               ("Lighting", "lgt", "highlight"), ("Compositing", "comp", "layers")]
 _PRODUCT_TYPES = ["image", "render", "review", "plate", "camera", "model", "texture", "look", "rig",
                   "animation", "cache", "layout", "workfile"]
+
+# The default link types (links themselves are not modelled).
+_LINK_TYPES = [("generative", "version", "#3f67de"), ("breakdown", "folder", "#6edd72"),
+               ("reference", "version", "#d94383"), ("template", "folder", "#fff824")]
 
 #: Anatomy roots of a new project: ``{root[work]}`` on each platform.
 DEFAULT_ROOTS = {"work": {"windows": "C:/projects", "linux": "/mnt/share/projects",
@@ -105,7 +110,9 @@ def new_project(name: str, code: str | None = None, roots: dict | None = None,
                       for n, s, i in _TASK_TYPES if task_types is None or n in task_types]
                      + [{"name": n, "shortName": n.lower()[:5], "color": "#5c6c79", "icon": "task_alt"}
                         for n in (task_types or []) if n not in {t[0] for t in _TASK_TYPES}],
-        "linkTypes": [],
+        "linkTypes": [{"name": f"{kind}|{side}|{side}", "linkType": kind, "inputType": side,
+                       "outputType": side, "data": {"color": color, "style": "solid"}}
+                      for kind, side, color in _LINK_TYPES],
         "statuses": copy.deepcopy(statuses) if statuses is not None else [
             {"name": n, "shortName": s, "state": st, "icon": i, "color": c, "scope": list(sc)}
             for n, s, st, i, c, sc in _STATUSES],

@@ -25,7 +25,9 @@ from .tables import ProjectTables, Tables
 
 __all__ = ["SDL", "execute"]
 
-_PAGE = "first: Int, after: String"
+# hasLinks is declared so that the client's explicit ``hasLinks: null`` validates; any other
+# value is refused (links are not modelled here).
+_PAGE = "hasLinks: HasLinksFilter, first: Int, after: String"
 _COMMON = """
   id: String!
   active: Boolean!
@@ -41,6 +43,7 @@ type Query {{
   project(name: String!): ProjectNode
   projects(name: String, includeSkeleton: Boolean, {_PAGE}): ProjectsConnection!
 }}
+enum HasLinksFilter {{ NONE  ANY  IN  OUT  BOTH }}
 type PageInfo {{ hasNextPage: Boolean!  hasPreviousPage: Boolean!  startCursor: String  endCursor: String }}
 type ProductTypeNode {{ name: String!  baseType: String  color: String  icon: String }}
 type ProjectNode {{
@@ -105,7 +108,9 @@ def _after(cursor: str | None) -> int:
 
 
 def _connection(rows: list[dict], node: Callable[[dict], dict], first: int | None,
-                after: str | None) -> dict:
+                after: str | None, links: Any = None) -> dict:
+    if links is not None:
+        raise GraphQLError("hasLinks is not supported by the local AYON server")
     start = _after(after)
     rows = [r for r in rows if r["creationOrder"] > start]
     page = rows if first is None else rows[:max(first, 0)]
@@ -140,9 +145,14 @@ class _Project:
         project = work.project
         self.root = {"name": project["name"], "projectName": project["name"], "code": project["code"],
                      "active": project["active"], "library": project["library"],
-                     "productTypes": project["productTypes"], "folders": self.folders,
+                     "productTypes": self.product_types, "folders": self.folders,
                      "tasks": self.tasks, "products": self.products, "versions": self.versions,
                      "representations": self.representations}
+
+    def product_types(self, info) -> list[dict]:
+        """The product types the project's products use (as the recorded server answered)."""
+        used = {p["productType"] for p in self.work.rows("product")}
+        return [t for t in self.work.project["productTypes"] if t["name"] in used]
 
     def _common(self, row: dict, all_attrib: dict) -> dict:
         return {**row, "data": _json_or_null(row.get("data")),
@@ -192,7 +202,7 @@ class _Project:
 
     def folders(self, info, ids=None, parentIds=None, names=None, paths=None, pathEx=None,
                 folderTypes=None, statuses=None, tags=None, hasProducts=None, hasTasks=None,
-                hasChildren=None, first=None, after=None) -> dict:
+                hasChildren=None, hasLinks=None, first=None, after=None) -> dict:
         rows = _keep(self.work.rows("folder"), id=ids, name=names, folderType=folderTypes,
                      status=statuses)
         if parentIds is not None:
@@ -209,30 +219,30 @@ class _Project:
                               ("hasChildren", hasChildren)):
             if wanted is not None:
                 nodes = [n for n in nodes if n[field] is wanted]
-        return _connection(nodes, lambda n: n, first, after)
+        return _connection(nodes, lambda n: n, first, after, hasLinks)
 
     def tasks(self, info, ids=None, names=None, taskTypes=None, folderIds=None, statuses=None,
-              tags=None, assignees=None, assigneesAny=None, first=None, after=None) -> dict:
+              tags=None, assignees=None, assigneesAny=None, hasLinks=None, first=None, after=None) -> dict:
         rows = _keep(self.work.rows("task"), id=ids, name=names, taskType=taskTypes,
                      folderId=folderIds, status=statuses)
         if assignees is not None:
             rows = [r for r in rows if set(assignees) <= set(r.get("assignees") or [])]
         if assigneesAny is not None:
             rows = [r for r in rows if set(assigneesAny) & set(r.get("assignees") or [])]
-        return _connection(_tagged(rows, tags), self._task, first, after)
+        return _connection(_tagged(rows, tags), self._task, first, after, hasLinks)
 
     def products(self, info, ids=None, names=None, folderIds=None, productTypes=None,
-                 statuses=None, tags=None, nameEx=None, first=None, after=None) -> dict:
+                 statuses=None, tags=None, nameEx=None, hasLinks=None, first=None, after=None) -> dict:
         rows = _keep(self.work.rows("product"), id=ids, name=names, folderId=folderIds,
                      productType=productTypes, status=statuses)
         if nameEx is not None:
             pattern = re.compile(nameEx)
             rows = [r for r in rows if pattern.search(r["name"])]
-        return _connection(_tagged(rows, tags), self._own, first, after)
+        return _connection(_tagged(rows, tags), self._own, first, after, hasLinks)
 
     def versions(self, info, ids=None, productIds=None, versions=None, taskIds=None,
                  statuses=None, tags=None, heroOnly=None, latestOnly=None, heroOrLatestOnly=None,
-                 first=None, after=None) -> dict:
+                 hasLinks=None, first=None, after=None) -> dict:
         everything = self.work.rows("version")
         rows = _tagged(_keep(everything, id=ids, productId=productIds, version=versions,
                              taskId=taskIds, status=statuses), tags)
@@ -249,13 +259,13 @@ class _Project:
             rows = [r for r in rows if r["version"] < 0]
         elif heroOrLatestOnly:
             rows = [r for r in rows if heroes.get(r["productId"], latest.get(r["productId"])) is r]
-        return _connection(rows, self._version, first, after)
+        return _connection(rows, self._version, first, after, hasLinks)
 
     def representations(self, info, ids=None, versionIds=None, names=None, statuses=None,
-                        tags=None, first=None, after=None) -> dict:
+                        tags=None, hasLinks=None, first=None, after=None) -> dict:
         rows = _keep(self.work.rows("representation"), id=ids, versionId=versionIds, name=names,
                      status=statuses)
-        return _connection(_tagged(rows, tags), self._representation, first, after)
+        return _connection(_tagged(rows, tags), self._representation, first, after, hasLinks)
 
 
 def execute(tables: Tables, body: Any) -> dict:
@@ -269,10 +279,10 @@ def execute(tables: Tables, body: Any) -> dict:
             raise GraphQLError(f"Project {name} not found")
         return _Project(work).root
 
-    def projects(info, name=None, includeSkeleton=None, first=None, after=None) -> dict:
+    def projects(info, name=None, includeSkeleton=None, hasLinks=None, first=None, after=None) -> dict:
         names = [n for n in tables.project_names() if name is None or n == name]
         rows = [{"creationOrder": i, "name": n} for i, n in enumerate(names, 1)]
-        return _connection(rows, lambda r: project(info, r["name"]), first, after)
+        return _connection(rows, lambda r: project(info, r["name"]), first, after, hasLinks)
 
     result = graphql_sync(_SCHEMA, body["query"], root_value={"project": project, "projects": projects},
                           variable_values=body.get("variables") or None,

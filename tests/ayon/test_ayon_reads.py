@@ -52,8 +52,7 @@ def test_project_has_its_anatomy(con):
     assert project["config"]["roots"]["work"]["linux"] == "/mnt/share/projects"
     assert {"Shot", "Folder"} <= {t["name"] for t in project["folderTypes"]}
     assert project["attrib"]["fps"] == 25.0
-    with_types = con.get_project(PROJECT, fields=["name", "productTypes"])
-    assert "render" in {t["name"] for t in with_types["productTypes"]}
+    assert con.get_project(PROJECT, fields=["name", "productTypes"])["productTypes"] == []
     assert con.get_project("no_such_project") is None
 
 
@@ -77,6 +76,8 @@ def test_products_versions_and_the_inactive_highest(con, folder):
     ids = publish(con, folder["id"], "renderMain", [(1, True), (2, False)])
     product = con.get_product_by_name(PROJECT, "renderMain", folder["id"])
     assert product["id"] == ids["product"] and product["productType"] == "render"
+    # GraphQL lists the product types the project uses
+    assert con.get_project(PROJECT, fields=["productTypes"])["productTypes"] == [{"name": "render"}]
     assert [p["name"] for p in con.get_products(PROJECT, folder_ids=[folder["id"]])] == ["renderMain"]
     numbers = lambda **kw: [v["version"] for v in con.get_versions(PROJECT, product_ids=[product["id"]], **kw)]
     assert numbers() == [1]                  # default active=True hides the inactive v002
@@ -127,3 +128,25 @@ def test_graphql_pages_through_more_than_300(con, folder):
 def test_an_undeclared_filter_fails_loudly(con):
     with pytest.raises(GraphQlQueryFailed):
         list(con.get_folders(PROJECT, filters={"conditions": []}))
+
+
+def test_every_declared_route_is_served(ayon, con, folder):
+    """ROUTES (checked against the recorded OpenAPI) is what the server really answers."""
+    import requests
+    from atomic_publish.testing.fake_ayon.server import ROUTES
+
+    from conftest import API_KEY
+
+    ids = publish(con, folder["id"], "renderMain", [(1, True)])
+    task_post = con.post(f"projects/{PROJECT}/operations/background", operations=[])
+    values = {"project_name": PROJECT, "folder_id": folder["id"], "product_id": ids["product"],
+              "task_id": ayon.ids["tasks"][f"{SHOT}/comp"], "version_id": ids["versions"][(1, True)],
+              "representation_id": ids["representations"][(1, True)]}
+    for method, template in ROUTES:
+        path = template.format(**values)
+        if template.endswith("background/{task_id}"):
+            path = template.format(**{**values, "task_id": task_post.data["id"]})
+        body = {"query": "{ project(name: \"proj\") { name } }"} if template == "/graphql" else {"operations": []}
+        response = requests.request(method, ayon.url + path, headers={"x-api-key": API_KEY},
+                                    json=body if method == "POST" else None, timeout=5)
+        assert response.status_code == 200, f"{method} {path}: {response.text}"
