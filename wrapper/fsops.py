@@ -11,9 +11,12 @@ attribute check.
 """
 from __future__ import annotations
 
+import errno
 import ntpath
 import os
 import shutil
+import sys
+from typing import Callable
 
 from .errors import TransientError
 
@@ -60,6 +63,34 @@ def remove_tree(path: str, policy=None) -> None:
     retry.call(f"delete {path}", policy or retry.RetryPolicy(), rmtree)
 
 
+def _platform_fsync() -> Callable[[int], None]:
+    """The fsync that reaches stable storage here, chosen once at import (docs/performance.md,
+    "Durability").
+
+    On macOS ``fsync`` only hands the data to the drive, whose volatile cache may lose it on a
+    power cut; ``fcntl(F_FULLFSYNC)`` also flushes that cache (atomicwrites' ``_proper_fsync``
+    does the same). A filesystem that refuses it (some network mounts) gets a plain fsync.
+    Elsewhere ``fsync`` already reaches stable storage: Linux sends a cache flush on ext4, XFS
+    and Btrfs, and NFS and SMB clients send COMMIT or FLUSH, so the server syncs its disk."""
+    if sys.platform == "darwin":
+        import fcntl
+
+        full = getattr(fcntl, "F_FULLFSYNC", None)
+        if full is not None:
+            def fullfsync(fd: int) -> None:
+                try:
+                    fcntl.fcntl(fd, full)
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.ENOTTY):
+                        raise
+                    os.fsync(fd)
+            return fullfsync
+    return os.fsync
+
+
+fsync: Callable[[int], None] = _platform_fsync()
+
+
 def fsync_dir(path: str) -> None:
     """Make a rename or a new entry in ``path`` durable (no-op where directories cannot be opened,
     as on Windows, whose NTFS journal makes the rename itself durable)."""
@@ -68,11 +99,11 @@ def fsync_dir(path: str) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
+        fsync(fd)
     except OSError:
         pass
     finally:
         os.close(fd)
 
 
-__all__ = ["FileInUse", "SHARING_WINERRORS", "fsync_dir", "is_sharing_violation", "long_path", "remove_tree"]
+__all__ = ["FileInUse", "SHARING_WINERRORS", "fsync", "fsync_dir", "is_sharing_violation", "long_path", "remove_tree"]
