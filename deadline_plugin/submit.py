@@ -7,6 +7,7 @@ written here is documented in docs/deadline.md. With --deadline-command the job 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -46,17 +47,36 @@ class JobFiles:
     manifest: Path
 
 
-def validate_manifest(path: Path) -> None:
-    """The wrapper's own manifest check: an invalid manifest must never reach the farm."""
+def validate_manifest(path: Path):
+    """The wrapper's own manifest check: an invalid manifest must never reach the farm. Returns it."""
     try:
         from atomic_publish.wrapper.errors import ManifestError
         from atomic_publish.wrapper.manifest import load_manifest
     except ImportError as error:
         raise SubmitError(f"cannot validate the manifest: the wrapper is not installed ({error})") from None
     try:
-        load_manifest(path)
+        return load_manifest(path)
     except ManifestError as error:
         raise SubmitError(f"invalid manifest {path}: {error}") from None
+
+
+def missing_sources(manifest) -> list[str]:
+    """Source files the manifest names that do not exist on this machine (yet: a render may still run)."""
+    import os
+
+    return [f for rep in manifest.representations for f in rep.files if not os.path.exists(f)]
+
+
+def default_job_name(manifest: Path) -> str:
+    """``publish <project>/<folder>/<product>`` (project, asset and subset), or after the file when unreadable."""
+    import json
+
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8-sig"))
+        name = f"publish {data['project']['name']}/{data['asset']}/{data['subset']}"
+        return name + (f" v{int(data['version']):0>3}" if data.get("version") is not None else "")
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"atomic-publish {manifest.stem}"
 
 
 def job_info_entries(name: str, priority: int, pool: str | None, group: str | None,
@@ -87,7 +107,7 @@ def job_info_entries(name: str, priority: int, pool: str | None, group: str | No
 
 
 def write_job_files(manifest: Path, out_dir: Path, name: str | None = None, priority: int = 50,
-                    pool: str | None = None, group: str | None = None) -> JobFiles:
+                    pool: str | None = None, group: str | None = None, store_id: str | None = None) -> JobFiles:
     """Copy the manifest into `out_dir` (the shared folder workers read) and write both files."""
     if not 0 <= priority <= 100:
         raise SubmitError(f"--priority {priority}: Deadline priorities are 0..100")
@@ -97,12 +117,42 @@ def write_job_files(manifest: Path, out_dir: Path, name: str | None = None, prio
     copy = out_dir / f"manifest{manifest.suffix}"
     if copy != manifest:
         shutil.copyfile(manifest, copy)
-    job_name = name or f"atomic-publish {manifest.stem}"
+    job_name = name or default_job_name(manifest)
     files = JobFiles(out_dir / JOB_INFO_NAME, out_dir / PLUGIN_INFO_NAME, copy)
     write_key_value_file(files.job_info, job_info_entries(
         job_name, priority, pool, group, comment=f"atomic-publish submit {manifest.name}"))
-    write_key_value_file(files.plugin_info, {"Manifest": str(copy), **POLICY})
+    plugin_info = {"Manifest": str(copy), **POLICY}
+    if store_id:
+        plugin_info["StoreId"] = store_id
+    write_key_value_file(files.plugin_info, plugin_info)
     return files
+
+
+def resolve_store_id(choice: str) -> str | None:
+    """``--store-id``: an id, ``none``, or ``auto``: the id of the store this machine is configured
+    for (ATOMIC_PUBLISH_STORE or ATOMIC_PUBLISH_STORE_FILE), read without starting anything."""
+    if choice == "none":
+        return None
+    if choice != "auto":
+        if not re.fullmatch(r"[0-9a-f]{32}", choice):
+            raise SubmitError(f"--store-id {choice!r} is not a store id (32 hex characters, as "
+                              "`atomic-publish store id` prints), auto or none")
+        return choice
+    if not (os.environ.get("ATOMIC_PUBLISH_STORE") or os.environ.get("ATOMIC_PUBLISH_STORE_FILE")):
+        return None  # no shared store configured here: the job does not check its workers' store
+    from ..idempotency.store import open_store
+    from ..wrapper.errors import PublishError
+
+    try:
+        store = open_store(None, ensure_indexes=False)
+    except PublishError as exc:
+        print(f"atomic-publish submit: warning: could not read the store's id ({exc}); the job is written "
+              "without StoreId, so its workers' store is not checked (pass --store-id)", file=sys.stderr)
+        return None
+    try:
+        return store.store_id(create=True)
+    finally:
+        store.close()
 
 
 def submit_with_deadlinecommand(deadline_command: str, files: JobFiles) -> str:
@@ -133,18 +183,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="folder for job_info.job, plugin_info.job and the manifest copy; "
                              "must be on storage every worker can read")
     parser.add_argument("--deadline-command", metavar="PATH",
-                        help="submit with this deadlinecommand and print the job id")
-    parser.add_argument("--name", help="job name (default: atomic-publish <manifest name>)")
-    parser.add_argument("--priority", type=int, default=50, help="0..100 (default 50)")
-    parser.add_argument("--pool", help="Deadline pool")
-    parser.add_argument("--group", help="Deadline group")
+                        help="submit with this deadlinecommand and print the job id (default: write the files "
+                             "only)")
+    parser.add_argument("--name", help="job name (default: publish <project>/<folder>/<product> from the "
+                                       "manifest's project, asset and subset)")
+    parser.add_argument("--priority", type=int, default=50, help="Deadline job priority, 0..100")
+    parser.add_argument("--pool", help="Deadline pool (default: none, Deadline's own default)")
+    parser.add_argument("--group", help="Deadline group (default: none, Deadline's own default)")
     parser.add_argument("--format", choices=["deadline", "openjd"], default="deadline",
-                        help="deadline: Deadline 10 job files (default); openjd: an Open Job Description job "
+                        help="deadline: Deadline 10 job files; openjd: an Open Job Description job "
                              "template for AWS Deadline Cloud (DIR/template.json, a job bundle for "
                              "`deadline bundle submit DIR`)")
     parser.add_argument("--store", default="", metavar="URI",
                         help="openjd only: default of the template's Store parameter, a mongodb:// URI WITHOUT "
                              "a password (default blank: the worker's ATOMIC_PUBLISH_STORE)")
+    parser.add_argument("--store-id", default="auto", metavar="ID",
+                        help="the store the job belongs to, written as plugin info StoreId so that a worker on "
+                             "another store refuses: an id (`atomic-publish store id`), none, or auto (the store "
+                             "named by ATOMIC_PUBLISH_STORE or ATOMIC_PUBLISH_STORE_FILE here, if any)")
     parser.add_argument("--executable", default="atomic-publish", metavar="PATH",
                         help="openjd only: default of the template's AtomicPublishExecutable parameter "
                              "(default atomic-publish, found on the workers' PATH)")
@@ -155,13 +211,18 @@ def main(args: argparse.Namespace) -> int:
     try:
         if not args.manifest.is_file():
             raise SubmitError(f"manifest {args.manifest} does not exist")
-        validate_manifest(args.manifest)
+        missing = missing_sources(validate_manifest(args.manifest))
+        if missing:
+            print(f"atomic-publish submit: warning: {len(missing)} source file(s) do not exist on this machine "
+                  f"yet (first: {missing[0]}); the job is written anyway, and each worker checks them when the "
+                  "task runs", file=sys.stderr)
         if getattr(args, "format", "deadline") == "openjd":
             return _main_openjd(args)
         if getattr(args, "store", "") or getattr(args, "executable", "atomic-publish") != "atomic-publish":
             raise SubmitError("--store and --executable are for --format openjd; for Deadline 10 configure the "
                               "plugin's StoreUri and AtomicPublishExecutable (docs/deadline.md)")
-        files = write_job_files(args.manifest, args.out, args.name, args.priority, args.pool, args.group)
+        files = write_job_files(args.manifest, args.out, args.name, args.priority, args.pool, args.group,
+                                resolve_store_id(getattr(args, "store_id", "auto")))
         print(f"job info:    {files.job_info}")
         print(f"plugin info: {files.plugin_info}")
         print(f"manifest:    {files.manifest}")

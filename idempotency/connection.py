@@ -9,15 +9,16 @@ from __future__ import annotations
 import os
 import sys
 
-from ..wrapper.errors import StoreConfigError, StoreUnavailable
-from . import clock, embedded
+from ..wrapper.errors import StoreConfigError, StoreNotRunning, StoreUnavailable  # noqa: F401
+from . import clock, embedded, reach
 from .redact import redact_uri, register_secret
 
 DEFAULT_TIMEOUT_MS = 5000
 
 
-def resolve_uri(cli_value: str | None) -> tuple[str, str]:
-    """Returns (uri, where it came from); starts the embedded store when none is given."""
+def resolve_uri(cli_value: str | None, start_embedded: bool = True) -> tuple[str, str]:
+    """Returns (uri, where it came from). When none is given: the embedded store, started unless
+    ``start_embedded`` is False (read-only commands), which raises StoreNotRunning instead."""
     if cli_value:
         if redact_uri(cli_value) != cli_value:
             print("[atomic-publish] warning: --store carries a password on the command line, where "
@@ -38,6 +39,12 @@ def resolve_uri(cli_value: str | None) -> tuple[str, str]:
     env = os.environ.get("ATOMIC_PUBLISH_STORE")
     if env:
         return _registered(env), "ATOMIC_PUBLISH_STORE"
+    if not start_embedded:
+        uri = embedded.running_uri()
+        if uri is None:
+            raise StoreNotRunning(f"no store is running: the embedded store (data in {embedded.home()}) is not "
+                                  "started, and neither --store nor ATOMIC_PUBLISH_STORE is set")
+        return uri, f"embedded ({embedded.home()})"
     return embedded.ensure_running(), f"embedded ({embedded.home()})"
 
 
@@ -54,10 +61,14 @@ def _registered(uri: str) -> str:
     return uri
 
 
-def connect(uri: str, timeout_ms: int = DEFAULT_TIMEOUT_MS):
-    """A MongoClient with bounded timeouts; raises StoreUnavailable when it cannot answer."""
+def connect(uri: str, timeout_ms: int | None = None):
+    """A MongoClient with bounded timeouts; raises StoreUnavailable (one line: which store, what failed,
+    what to check) when it cannot answer within ``timeout_ms`` (default: reach.timeout_seconds(), 5 s)."""
     import pymongo
     from pymongo import errors as perr
+
+    if timeout_ms is None:
+        timeout_ms = int(reach.timeout_seconds() * 1000)
 
     # retryWrites off: every write of atomic-publish is idempotent or re-reads what it did (conditional
     # updates on the epoch, inserts that treat a duplicate id as "already there"), so our own retries are
@@ -69,15 +80,10 @@ def connect(uri: str, timeout_ms: int = DEFAULT_TIMEOUT_MS):
     from .command_log import install_from_env
 
     install_from_env()  # ATOMIC_PUBLISH_COMMAND_LOG: a test surface counting round trips
+    accepted = reach.probe(uri, timeout_ms / 1000)  # a refused port or unknown host fails now, not after the timeout
     try:
         client = pymongo.MongoClient(uri, appname="atomic-publish", tz_aware=True, **kwargs)
         clock.calibrate_client(client, f"the store at {redact_uri(uri)}")  # the ping, and the store's time
-    except perr.OperationFailure as exc:
-        if exc.code in (13, 18):
-            raise StoreConfigError(f"the store refused the credentials in {redact_uri(uri)}: {exc.details and exc.details.get('errmsg')}") from None
-        raise StoreUnavailable(f"the store at {redact_uri(uri)} failed: {exc}") from None
-    except perr.ConfigurationError as exc:
-        raise StoreConfigError(f"store URI {redact_uri(uri)} is misconfigured: {redact_uri(str(exc))}") from None
-    except perr.PyMongoError as exc:
-        raise StoreUnavailable(f"the store at {redact_uri(uri)} is unreachable: {redact_uri(str(exc))[:300]}") from None
+    except perr.PyMongoError as exc:  # one line for the result; the driver's details go to stderr
+        raise reach.explain(exc, uri, timeout_ms / 1000, accepted) from None
     return client

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import os
+import uuid
+from typing import Any
 
-from .catalog import Catalog
+from pymongo.errors import DuplicateKeyError
+
+from ..wrapper.errors import StoreMismatch
+from .catalog import TRANSACTION_TOPOLOGIES, Catalog
 from .connection import connect, resolve_uri
-from .records import Records
+from .records import Records, utcnow
 from .reservations import Reservations
 from .staged import StagedFiles
 
@@ -28,6 +33,8 @@ class Store:
         self.records = Records(state["records"])
         self.reservations = Reservations(state["reservations"])
         self.staged = StagedFiles(state["staged_files"])
+        self.meta = state["meta"]
+        self._store_id: str | None = None
         self.catalog = Catalog(client, database or os.environ.get("ATOMIC_PUBLISH_DATABASE", "avalon"))
 
     def ensure_indexes(self) -> None:
@@ -44,14 +51,50 @@ class Store:
         self.reservations.ensure_indexes()
         self.staged.ensure_indexes()
 
+    def supports_transactions(self) -> bool:
+        """Replica sets and SecantusDB commit multi-document transactions; a standalone mongod does not."""
+        return self.client.topology_description.topology_type_name in TRANSACTION_TOPOLOGIES
+
+    def store_id(self, create: bool = True) -> str | None:
+        """This store's identity: a random id written once into its state database.
+
+        A job records the id of the store it was submitted for (plugin info ``StoreId``), so a
+        worker that reaches another store (a blank ``StoreUri``, a missing environment variable,
+        the embedded fallback) refuses instead of publishing into a private world."""
+        if self._store_id:
+            return self._store_id
+        doc = self.meta.find_one({"_id": "store"})
+        if doc is None and create:
+            try:
+                self.meta.insert_one({"_id": "store", "store_id": uuid.uuid4().hex, "created_at": utcnow()})
+            except DuplicateKeyError:
+                pass  # another process created it first: read theirs
+            doc = self.meta.find_one({"_id": "store"})
+        self._store_id = doc["store_id"] if doc else None
+        return self._store_id
+
+    def check_store_id(self, expected: str | None) -> None:
+        """Raise StoreMismatch (worker-local) unless this is the store ``expected`` names."""
+        if not expected:
+            return
+        actual = self.store_id(create=False)
+        if actual != expected:
+            have = f"store id {actual}" if actual else "a store that no job was ever submitted for"
+            raise StoreMismatch(
+                f"this worker reached {self.described_as or 'a store'} ({have}), but the job was submitted "
+                f"for store id {expected}; nothing was written",
+                "give this worker the farm's store: set StoreUri in the AtomicPublish plugin configuration "
+                "(or ATOMIC_PUBLISH_STORE in the worker's environment); a blank setting falls back to a "
+                "private embedded store")
+
     def close(self) -> None:
         self.client.close()
 
 
-def open_store(cli_uri: str | None = None, ensure_indexes: bool = True) -> Store:
+def open_store(cli_uri: str | None = None, ensure_indexes: bool = True, start_embedded: bool = True) -> Store:
     """Resolve the URI (see connection.resolve_uri), connect, and make sure the indexes exist
-    (read-only commands such as audit and status skip that write)."""
-    uri, where = resolve_uri(cli_uri)
+    (read-only commands such as audit and status skip that write, and start no embedded store)."""
+    uri, where = resolve_uri(cli_uri, start_embedded)
     store = Store(connect(uri), described_as=where)
     if ensure_indexes:
         store.ensure_indexes()

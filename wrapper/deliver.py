@@ -13,10 +13,13 @@ import json
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--key", help="one publish")
-    g.add_argument("--job-id", help="every publish of a Deadline job")
-    g.add_argument("--all", action="store_true", help="every published version with a pending notification")
-    p.add_argument("--store", default=None)
+    g.add_argument("--key", help="one publish, by its idempotency key (give one of --key, --job-id, --all)")
+    g.add_argument("--job-id", help="every publish of a Deadline job (give one of --key, --job-id, --all)")
+    g.add_argument("--all", action="store_true",
+                   help="every published version with a pending notification (give one of --key, --job-id, --all)")
+    from .cliutil import add_store_options
+
+    add_store_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
@@ -26,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
     from .layout import plan_files
     from .manifest import parse_manifest
 
-    store = open_store_for("deliver", args.store)
+    store = open_store_for("deliver", args.store, start_embedded=True)
     if store is None:
         return 1
     query: dict = {"state": "PUBLISHED"}

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,10 +34,36 @@ def make_render(folder: Path, frames: int = 24, size: int = 256 * 1024) -> dict:
             "author": "jane", "comment": "demo publish", "source": "/work/sh010/comp_v012.nk"}
 
 
+def _unusable(folder: Path) -> str | None:
+    """Why the demo cannot use ``folder`` (checked before any work), or None. A folder that already holds
+    files (an earlier demo's render, store and farm) is refused: the demo's claims are about a fresh run."""
+    if folder.exists() and not folder.is_dir():
+        return "is a file, not a folder; give a new or empty folder"
+    if folder.is_dir() and any(folder.iterdir()):
+        return ("is not empty (an earlier demo run?); give a new or empty folder, or remove this one "
+                "(stop its store first: ATOMIC_PUBLISH_HOME=" + shlex.quote(str(folder / "store")) +
+                " atomic-publish store stop)")
+    return None
+
+
+def inspect_commands(job_id: str, publish_root: str, started_store: bool, uri: str) -> str:
+    """The exact commands that show what the demo published, on the store it used."""
+    home = shlex.quote(str(Path(os.environ["ATOMIC_PUBLISH_HOME"])))
+    root = shlex.quote(publish_root)
+    if started_store:  # the demo stops the store it started: start it again to look
+        env = f"ATOMIC_PUBLISH_HOME={home} "
+        lines = [f"{env}atomic-publish store start", f"{env}atomic-publish status --job-id {job_id}",
+                 f"{env}atomic-publish audit --root {root}", f"{env}atomic-publish store stop"]
+    else:  # it was running before the demo and still is
+        store = f"--store {shlex.quote(uri)}"
+        lines = [f"atomic-publish status --job-id {job_id} {store}", f"atomic-publish audit --root {root} {store}"]
+    return "\nto inspect what it published:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=None,
-                   help="where to put the render, the publish root, the job files and the farm "
-                        "(default: a new temp folder)")
+                   help="a new or empty folder for the render, the publish root, the job files, the store "
+                        "and the farm (default: a new temporary folder)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -47,6 +75,10 @@ def main(args: argparse.Namespace) -> int:
     from ..testing.fake_ftrack import FakeFtrackServer
 
     folder = Path(args.dir or tempfile.mkdtemp(prefix="atomic-publish-demo-")).resolve()
+    refusal = _unusable(folder)
+    if refusal:
+        print(f"atomic-publish demo: --dir {folder} {refusal}", file=sys.stderr)
+        return 2
     folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ATOMIC_PUBLISH_HOME", str(folder / "store"))
     started_store = embedded.running_uri() is None
@@ -104,6 +136,7 @@ def main(args: argparse.Namespace) -> int:
               and versions == 1 and [v["is_published"] for v in asset_versions] == [True])
         print("\nexactly one version published (on disk, in MongoDB and in ftrack); the worker that could "
               "not reach the publish root was deny-listed" if ok else "\nUNEXPECTED outcome: see the farm folder " + result.farm_dir)
+        print(inspect_commands(result.job_id, manifest_data["publish_root"], started_store, uri))
         return 0 if ok else 1
     finally:
         ftrack.stop()

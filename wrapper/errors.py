@@ -1,14 +1,11 @@
 """Every failure the wrapper reports, each carrying its class and what to do.
 
-The class decides the farm's action (design.md section 4); the message is the
+The class decides the farm's action (the table in contract.py); the message is the
 one line a farm admin reads in the Deadline Monitor.
 """
 from __future__ import annotations
 
-TRANSIENT = "transient"
-WORKER_LOCAL = "worker-local"
-PERMANENT = "permanent"
-BUSY = "busy"
+from .contract import BUSY, PERMANENT, TRANSIENT, WORKER_LOCAL  # noqa: F401  (the class names, re-exported)
 
 
 class PublishError(Exception):
@@ -49,14 +46,29 @@ class BusyError(PublishError):
 
 
 class ManifestError(PermanentError):
-    """The manifest (or another user input) is invalid; names the field and the problem."""
+    """The manifest (or another user input) is invalid; names the field and the problem.
+
+    A field that starts with "-" is a command-line argument (``--task-id``, the file that
+    ``--manifest`` names) and is reported as one, not as a manifest field."""
 
     default_todo = "fix the manifest and resubmit the job"
 
     def __init__(self, field: str, problem: str, todo: str | None = None):
         self.field = field
         self.problem = problem
-        super().__init__(f"manifest field {field}: {problem}", todo)
+        where = "argument" if field.startswith("-") else "manifest field"
+        super().__init__(f"{where} {field}: {problem}", todo)
+
+
+class ArgumentError(ManifestError):
+    """A bad command line (a ManifestError, so that every caller that refuses bad input catches it)."""
+
+    default_todo = "fix the job submission"
+
+    def __init__(self, argument: str, problem: str, todo: str | None = None):
+        super().__init__(argument, problem, todo)
+        if not argument.startswith("-"):  # no single argument: argparse's "the following arguments are required"
+            self.cause = f"command line: {problem}"
 
 
 class SourceError(PermanentError):
@@ -110,3 +122,31 @@ class StoreUnavailable(TransientError):
 
 class StoreConfigError(PermanentError):
     default_todo = "fix the store URI or its credentials (plugin configuration StoreUri or ATOMIC_PUBLISH_STORE)"
+
+
+class StoreNotRunning(StoreConfigError):
+    """No store given and the embedded one is not running: a read-only command starts nothing."""
+
+    default_todo = ("start the embedded store with `atomic-publish store start`, or point at a store with "
+                    "--store URI or ATOMIC_PUBLISH_STORE")
+
+
+class StoreMismatch(WorkerLocalError):
+    """The worker reached another store than the one the job was submitted for (issue 16)."""
+
+    default_todo = "set StoreUri in the AtomicPublish plugin configuration (or ATOMIC_PUBLISH_STORE on this worker)"
+
+
+class StagingTaken(WorkerLocalError):
+    """This epoch's staging folder already exists: another store's attempt (same key, same epoch
+    number) or a stale copy owns it, so staging must not write into it."""
+
+    default_todo = ("check that every worker uses the farm's one store (StoreUri), then requeue; "
+                    "`atomic-publish audit --root` lists the folder")
+
+
+class StorageInvisible(WorkerLocalError):
+    """A roll-forward worker cannot see the version's files (an empty mountpoint, a missing
+    publish root): another worker must finish the commit."""
+
+    default_todo = "mount the publish storage on this worker; the farm moves the task to another worker"

@@ -1,4 +1,4 @@
-"""The exit-code contract with the Deadline plugin (docs/contract.md) and the result line."""
+"""The result line of an attempt; its exit codes and farm actions come from contract.py."""
 from __future__ import annotations
 
 import json
@@ -7,27 +7,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import errors
+from .contract import EXIT_CODES, EXIT_OK, FARM_ACTIONS
 
-EXIT_OK = 0
-EXIT_TRANSIENT = 75
-EXIT_BUSY = 76
-EXIT_WORKER_LOCAL = 77
-EXIT_PERMANENT = 78
+EXIT_TRANSIENT = EXIT_CODES[errors.TRANSIENT]
+EXIT_BUSY = EXIT_CODES[errors.BUSY]
+EXIT_WORKER_LOCAL = EXIT_CODES[errors.WORKER_LOCAL]
+EXIT_PERMANENT = EXIT_CODES[errors.PERMANENT]
 
-EXIT_CODES = {
-    errors.TRANSIENT: EXIT_TRANSIENT,
-    errors.BUSY: EXIT_BUSY,
-    errors.WORKER_LOCAL: EXIT_WORKER_LOCAL,
-    errors.PERMANENT: EXIT_PERMANENT,
-}
+# What a farm does with each class, as the result line says it. The wrapper cannot know whether a
+# farm runs it, so it says what a farm would do; the Deadline plugin adds what it did.
+DECISIONS = FARM_ACTIONS
 
-# What the farm does with each class, as said in the result line.
-DECISIONS = {
-    errors.TRANSIENT: "task requeued for any worker",
-    errors.BUSY: "task requeued; another attempt is working on this publish",
-    errors.WORKER_LOCAL: "this worker is deny-listed for the job; the task goes to another worker",
-    errors.PERMANENT: "rolled back; the job fails without further retries",
-}
+# What an attempt did about its own changes, said before the farm's action where the caller knows it.
+NOTHING_WRITTEN = "nothing was written"
+ROLLED_BACK = "rolled back (staging removed, version number released)"
+CHANGED_NOTHING_MORE = "this attempt changed nothing more"
 
 
 @dataclass
@@ -46,10 +40,12 @@ class Outcome:
     @classmethod
     def from_error(cls, exc: errors.PublishError, key: str | None = None,
                    version: int | None = None, final_dir: str | None = None,
-                   decision: str | None = None) -> "Outcome":
+                   decision: str | None = None, done: str | None = None) -> "Outcome":
+        """``done`` says what this attempt did about its changes (rolled back, nothing written);
+        ``decision`` replaces the farm's action of the class when the attempt knows better."""
         cls_ = exc.failure_class
         decision = decision or DECISIONS[cls_]
-        message = f"{exc.cause}; {decision}; {exc.todo}"
+        message = "; ".join(p for p in (exc.cause, done, decision, exc.todo) if p)
         return cls(outcome=cls_, key=key, version=version, final_dir=final_dir,
                    failure_class=cls_, message=message, exit_code=EXIT_CODES[cls_])
 

@@ -77,21 +77,29 @@ class _wait_backoff_or_retry_after(wait_base):
         return min(wait, self.cap)
 
 
-def _log_retry(operation: str, policy: RetryPolicy) -> Callable[[RetryCallState], None]:
+def _say_retry(operation: str, exc: BaseException, tried: int, total: int, wait: float) -> None:
+    """One line per failed try, numbered over all tries of the operation: "try 2 of 5 failed, try 3 in 1.2 s"."""
+    progress.info(f"retry {operation}: {type(exc).__name__}: {_cause(exc)}; "
+                  f"try {tried} of {total} failed, try {tried + 1} in {wait:.1f} s")
+
+
+def _log_retry(operation: str, policy: RetryPolicy, done_before: int = 0,
+               total: int | None = None) -> Callable[[RetryCallState], None]:
     def log(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        progress.info(f"retry {operation}: {type(exc).__name__}: {_cause(exc) if exc else exc}; "
-                      f"try {state.attempt_number}/{policy.attempts} failed, waiting {wait:.1f}s")
+        _say_retry(operation, exc, done_before + state.attempt_number, total or policy.attempts, wait)
     return log
 
 
-def retrying(operation: str, policy: RetryPolicy, stop_event: threading.Event | None = None) -> Retrying:
+def retrying(operation: str, policy: RetryPolicy, stop_event: threading.Event | None = None,
+             done_before: int = 0, total: int | None = None) -> Retrying:
+    """``done_before`` tries already failed outside (of ``total``): the log numbers the tries on from there."""
     stop = stop_after_attempt(policy.attempts) | stop_before_delay(policy.budget)
     if stop_event is not None:
         stop = stop | stop_when_event_set(stop_event)
     return Retrying(retry=RETRY_IF, stop=stop, wait=_wait_backoff_or_retry_after(policy),
-                    before_sleep=_log_retry(operation, policy), reraise=True)
+                    before_sleep=_log_retry(operation, policy, done_before, total), reraise=True)
 
 
 def call(operation: str, policy: RetryPolicy, fn: Callable[..., T], *args, stop_event: threading.Event | None = None,
@@ -110,14 +118,14 @@ def call(operation: str, policy: RetryPolicy, fn: Callable[..., T], *args, stop_
                 raise _in_use(operation, exc, 1) from exc
             raise
         first = exc
-    progress.info(f"retry {operation}: {type(first).__name__}: {_cause(first)}; "
-                  f"try 1/{policy.attempts} failed")
+    pause = min(policy.initial, policy.budget)
+    _say_retry(operation, first, 1, policy.attempts, pause)
     rest = RetryPolicy(attempts=policy.attempts - 1, budget=policy.budget, initial=policy.initial,
                        max_wait=policy.max_wait)
-    time.sleep(min(policy.initial, policy.budget))
+    time.sleep(pause)
     tried = 1
     try:
-        for attempt in retrying(operation, rest, stop_event):
+        for attempt in retrying(operation, rest, stop_event, done_before=1, total=policy.attempts):
             with attempt:
                 tried += 1
                 return fn(*args, **kwargs)

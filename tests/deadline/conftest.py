@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from atomic_publish.deadline_plugin.resources import ensure_shim_on_path
+from atomic_publish.wrapper.contract import CLASSES
 
 ensure_shim_on_path()
+
+
+def _literal(table: dict) -> str:
+    """A dict as Python source, braces doubled for STANDIN.format."""
+    return repr(table).replace("{", "{{").replace("}", "}}")
+
 
 # A stand-in for `atomic-publish run`: prints the contract's lines and exits with a chosen code.
 #   STANDIN_EXIT            codes by invocation number across all workers, e.g. "75,0" (last repeats)
@@ -43,11 +50,14 @@ print("[atomic-publish] progress 42.5% staged 1/2 files, 1.0/2.0 MiB", flush=Tru
 time.sleep(float(os.environ.get("STANDIN_SLEEP", "0")))
 if code < 0:
     os.kill(os.getpid(), -code)
-outcome = {{0: "published", 75: "transient", 76: "busy", 77: "worker-local", 78: "permanent"}}.get(code, "crash")
-klass = {{0: "-", 75: "transient", 76: "busy", 77: "worker-local", 78: "permanent"}}.get(code, "unknown")
+outcome = @OUTCOMES@.get(code, "crash")
+klass = @CLASSES@.get(code, "unknown")
 print("[atomic-publish] result %s exit=%d class=%s: stand-in outcome %s on %s" % (outcome, code, klass, outcome, worker), flush=True)
 sys.exit(code)
 '''
+# The stand-in's outcome and class per exit code come from the wrapper's one contract table.
+STANDIN = (STANDIN.replace("@OUTCOMES@", _literal({0: "published", **{c.exit_code: c.name for c in CLASSES}}))
+           .replace("@CLASSES@", _literal({0: "-", **{c.exit_code: c.name for c in CLASSES}})))
 
 
 @pytest.fixture
