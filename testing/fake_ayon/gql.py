@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from typing import Any, Callable
 
 from graphql import GraphQLError, build_schema, graphql_sync
@@ -53,14 +52,12 @@ type ProjectNode {{
   active: Boolean!
   library: Boolean!
   productTypes: [ProductTypeNode!]!
-  folders(ids: [String!], parentIds: [String!], names: [String!], paths: [String!], pathEx: String,
-          folderTypes: [String!], statuses: [String!], tags: [String!], hasProducts: Boolean,
-          hasTasks: Boolean, hasChildren: Boolean, {_PAGE}): FoldersConnection!
+  folders(ids: [String!], parentIds: [String!], names: [String!], paths: [String!],
+          folderTypes: [String!], statuses: [String!], tags: [String!], {_PAGE}): FoldersConnection!
   tasks(ids: [String!], names: [String!], taskTypes: [String!], folderIds: [String!],
-        statuses: [String!], tags: [String!], assignees: [String!], assigneesAny: [String!],
-        {_PAGE}): TasksConnection!
+        statuses: [String!], tags: [String!], assignees: [String!], {_PAGE}): TasksConnection!
   products(ids: [String!], names: [String!], folderIds: [String!], productTypes: [String!],
-           statuses: [String!], tags: [String!], nameEx: String, {_PAGE}): ProductsConnection!
+           statuses: [String!], tags: [String!], {_PAGE}): ProductsConnection!
   versions(ids: [String!], productIds: [String!], versions: [Int!], taskIds: [String!],
            statuses: [String!], tags: [String!], heroOnly: Boolean, latestOnly: Boolean,
            heroOrLatestOnly: Boolean, {_PAGE}): VersionsConnection!
@@ -69,7 +66,7 @@ type ProjectNode {{
 }}
 type FolderNode {{ {_COMMON}
   name: String!  label: String  folderType: String!  path: String!  parentId: String
-  thumbnailId: String  ownAttrib: [String!]!  hasChildren: Boolean!  hasProducts: Boolean!  hasTasks: Boolean!
+  thumbnailId: String  ownAttrib: [String!]!
 }}
 type TaskNode {{ {_COMMON}
   name: String!  label: String  taskType: String!  folderId: String!  assignees: [String!]!
@@ -158,32 +155,14 @@ class _Project:
         return {**row, "data": _json_or_null(row.get("data")),
                 "allAttrib": json.dumps(all_attrib, separators=(",", ":"))}
 
-    def _inherited(self, folder_id: str | None) -> dict:
-        """Project attributes overlaid with each ancestor folder's own, root first."""
-        chain = []
-        while folder_id:
-            folder = self.work.get("folder", folder_id)
-            if folder is None:
-                break
-            chain.append(folder.get("attrib") or {})
-            folder_id = folder.get("parentId")
-        attrib = dict(self.work.project["attrib"])
-        for own in reversed(chain):
-            attrib.update(own)
-        return attrib
-
     # -- nodes -------------------------------------------------------------------------
 
     def _folder(self, row: dict) -> dict:
-        work = self.work
-        return {**self._common(row, self._inherited(row["id"])),
-                "path": work.folder_path(row["id"]), "ownAttrib": sorted(row.get("attrib") or {}),
-                "hasChildren": any(f.get("parentId") == row["id"] for f in work.rows("folder")),
-                "hasProducts": any(p["folderId"] == row["id"] for p in work.rows("product")),
-                "hasTasks": any(t["folderId"] == row["id"] for t in work.rows("task"))}
+        return {**self._common(row, self.work.inherited_attrib(row["id"])),
+                "path": self.work.folder_path(row["id"]), "ownAttrib": sorted(row.get("attrib") or {})}
 
     def _task(self, row: dict) -> dict:
-        attrib = {**self._inherited(row["folderId"]), **(row.get("attrib") or {})}
+        attrib = {**self.work.inherited_attrib(row["folderId"]), **(row.get("attrib") or {})}
         return {**self._common(row, attrib), "ownAttrib": sorted(row.get("attrib") or {})}
 
     def _own(self, row: dict) -> dict:
@@ -200,9 +179,8 @@ class _Project:
 
     # -- connections -------------------------------------------------------------------
 
-    def folders(self, info, ids=None, parentIds=None, names=None, paths=None, pathEx=None,
-                folderTypes=None, statuses=None, tags=None, hasProducts=None, hasTasks=None,
-                hasChildren=None, hasLinks=None, first=None, after=None) -> dict:
+    def folders(self, info, ids=None, parentIds=None, names=None, paths=None, folderTypes=None,
+                statuses=None, tags=None, hasLinks=None, first=None, after=None) -> dict:
         rows = _keep(self.work.rows("folder"), id=ids, name=names, folderType=folderTypes,
                      status=statuses)
         if parentIds is not None:
@@ -211,33 +189,20 @@ class _Project:
         if paths is not None:
             wanted = {p.strip("/") for p in paths}
             rows = [r for r in rows if self.work.folder_path(r["id"]).strip("/") in wanted]
-        if pathEx is not None:
-            pattern = re.compile(pathEx)
-            rows = [r for r in rows if pattern.search(self.work.folder_path(r["id"]).strip("/"))]
-        nodes = [self._folder(r) for r in _tagged(rows, tags)]
-        for field, wanted in (("hasProducts", hasProducts), ("hasTasks", hasTasks),
-                              ("hasChildren", hasChildren)):
-            if wanted is not None:
-                nodes = [n for n in nodes if n[field] is wanted]
-        return _connection(nodes, lambda n: n, first, after, hasLinks)
+        return _connection(_tagged(rows, tags), self._folder, first, after, hasLinks)
 
     def tasks(self, info, ids=None, names=None, taskTypes=None, folderIds=None, statuses=None,
-              tags=None, assignees=None, assigneesAny=None, hasLinks=None, first=None, after=None) -> dict:
+              tags=None, assignees=None, hasLinks=None, first=None, after=None) -> dict:
         rows = _keep(self.work.rows("task"), id=ids, name=names, taskType=taskTypes,
                      folderId=folderIds, status=statuses)
         if assignees is not None:
             rows = [r for r in rows if set(assignees) <= set(r.get("assignees") or [])]
-        if assigneesAny is not None:
-            rows = [r for r in rows if set(assigneesAny) & set(r.get("assignees") or [])]
         return _connection(_tagged(rows, tags), self._task, first, after, hasLinks)
 
     def products(self, info, ids=None, names=None, folderIds=None, productTypes=None,
-                 statuses=None, tags=None, nameEx=None, hasLinks=None, first=None, after=None) -> dict:
+                 statuses=None, tags=None, hasLinks=None, first=None, after=None) -> dict:
         rows = _keep(self.work.rows("product"), id=ids, name=names, folderId=folderIds,
                      productType=productTypes, status=statuses)
-        if nameEx is not None:
-            pattern = re.compile(nameEx)
-            rows = [r for r in rows if pattern.search(r["name"])]
         return _connection(_tagged(rows, tags), self._own, first, after, hasLinks)
 
     def versions(self, info, ids=None, productIds=None, versions=None, taskIds=None,

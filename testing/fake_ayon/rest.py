@@ -74,21 +74,9 @@ def entity(work: ProjectTables, entity_type: str, row: dict) -> dict[str, Any]:
     own = dict(row.get("attrib") or {})
     if entity_type in ("folder", "task"):
         folder_id = row["id"] if entity_type == "folder" else row["folderId"]
-        inherited = dict(work.project["attrib"])
-        chain = []
-        while folder_id:
-            folder = work.get("folder", folder_id)
-            if folder is None:
-                break
-            chain.append(folder.get("attrib") or {})
-            folder_id = folder.get("parentId")
-        for attrib in reversed(chain):
-            inherited.update(attrib)
-        own_keys = sorted(own)
-        out["attrib"] = {**inherited, **own}
+        out["attrib"] = {**work.inherited_attrib(folder_id), **own}
     else:
-        own_keys = sorted(own)
         out["attrib"] = own
-    out["ownAttrib"] = own_keys
+    out["ownAttrib"] = sorted(own)
     out["path"] = _path(work, entity_type, row)
     return out

@@ -176,6 +176,21 @@ class ProjectTables:
             folder_id = folder.get("parentId")
         return "/" + "/".join(reversed(names))
 
+    def inherited_attrib(self, folder_id: str | None) -> dict:
+        """Project attributes overlaid with each ancestor folder's own, root first (AYON's
+        inheritance for folders and tasks)."""
+        chain = []
+        while folder_id:
+            folder = self.tables["folder"].get(folder_id)
+            if folder is None:
+                break
+            chain.append(folder.get("attrib") or {})
+            folder_id = folder.get("parentId")
+        attrib = dict(self.project["attrib"])
+        for own in reversed(chain):
+            attrib.update(own)
+        return attrib
+
     # -- writing -----------------------------------------------------------------------
 
     def create(self, entity_type: str, entity_id: str | None, data: dict, user: str) -> str:
@@ -228,8 +243,6 @@ class ProjectTables:
                 patch[field] = _check_kind(entity_type, field, kinds[field].rstrip("!"), value)
         if "attrib" in patch:
             patch["attrib"] = _check_attrib(entity_type, patch["attrib"], partial=True)
-        if entity_type == "folder":
-            self._guard_published_folder(current, patch)
         updated = copy.deepcopy(current)
         for field, value in patch.items():
             if field in ("attrib", "data", "traits") and isinstance(value, dict):
@@ -287,16 +300,6 @@ class ProjectTables:
                     found.add(folder["id"])
                     grew = True
         return found
-
-    def _guard_published_folder(self, folder: dict, patch: dict) -> None:
-        subtree = {folder["id"]}
-        products = {p["id"] for p in self.tables["product"].values() if p["folderId"] in subtree}
-        if not any(v["productId"] in products for v in self.tables["version"].values()):
-            return
-        for field in ("name", "folderType", "parentId"):
-            if field in patch and patch[field] != folder.get(field):
-                raise OpError(403, "forbidden",
-                              f"Cannot change {_snake(field)} of a folder with published versions")
 
     def _check_unique(self, entity_type: str, record: dict) -> None:
         fields, active_only = _UNIQUE[entity_type]
