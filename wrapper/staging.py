@@ -23,7 +23,7 @@ import xxhash
 from . import failpoints
 from .classify import classify_oserror
 from .durable import BatchSync, fsync
-from .errors import PublishError, SourceError, SourceUnreachable
+from .errors import PublishError, SourceError, SourceUnreachable, TransientError
 from .layout import PlannedFile
 from .progress import Progress
 
@@ -88,16 +88,47 @@ def _check_allowed(path: str, roots: list[str]) -> None:
                           f"({os.pathsep.join(roots)})", "publish only render outputs from the allowed storage")
 
 
+def _readable_by_mode(worker_ids: tuple[int, set[int]] | None) -> Callable[[os.stat_result], bool]:
+    """Whether this process may read a file, from the stat already made: the owner, group and other
+    read bits against the effective uid and groups, as access(2) checks them. No access() call:
+    on NFS and SMB that is one more round trip per file. An ACL or a server-side rule (root
+    squash) that denies what the bits allow is caught by the open of the copy, which fails with
+    the same "cannot read source" error (classified alike; the attempt then rolls back)."""
+    if worker_ids is None:  # Windows: the mode bits say nothing about ACLs; the open decides
+        return lambda st: True
+    uid, groups = worker_ids
+    if uid == 0:
+        return lambda st: True
+
+    def readable(st: os.stat_result) -> bool:
+        if st.st_uid == uid:
+            return bool(st.st_mode & stat.S_IRUSR)
+        if st.st_gid in groups:
+            return bool(st.st_mode & stat.S_IRGRP)
+        return bool(st.st_mode & stat.S_IROTH)
+    return readable
+
+
+def _worker_ids() -> tuple[int, set[int]] | None:
+    if not hasattr(os, "geteuid"):
+        return None
+    return os.geteuid(), {os.getegid(), *os.getgroups()}
+
+
 def check_sources(plan: list[PlannedFile], worker: str, roots: list[str] | None = None) -> dict[str, os.stat_result]:
     """Pre-flight: every source exists, is a regular file, is readable here and, when the worker
-    restricts them, resolves inside the allowed source roots (symlinks followed)."""
+    restricts them, resolves inside the allowed source roots (symlinks followed).
+
+    One stat per source (reused by the copy as its "before" stat) and nothing else: readability
+    is judged from that stat's mode bits (see _readable_by_mode)."""
     stats: dict[str, os.stat_result] = {}
     roots = allowed_source_roots() if roots is None else roots
+    readable = _readable_by_mode(_worker_ids())
     for item in plan:
         st = _source_stat(item.source, worker)
         if roots:
             _check_allowed(item.source, roots)
-        if not os.access(item.source, os.R_OK):
+        if not readable(st):
             raise classify_oserror(PermissionError(errno.EACCES, "denied"), "source", item.source, worker)
         stats[item.source] = st
     return stats
@@ -274,10 +305,13 @@ def copy_file(src: str, dst: str, mode: str, verify: str, worker: str,
                           "make sure the render has finished writing before the publish runs, then resubmit")
     # a link is the source's own inode; a copy is stat'ed after close (Windows may set its mtime then)
     dst_st = st1 if linked else os.stat(dst)
-    if dst_st.st_size != total:
-        raise SourceError(f"staged copy {dst} has {dst_st.st_size} bytes, expected {total}")
+    if dst_st.st_size != total:  # the storage kept other bytes than were written: not the source's fault
+        raise TransientError(f"staged copy {dst} has {dst_st.st_size} bytes on the publish storage, {total} were "
+                             "written", "check the publish storage (space, quota, errors); the next attempt "
+                             "copies the file again")
     if verify == "hash" and not linked and _hash_file(dst) != digest:
-        raise SourceError(f"staged copy {dst} does not match its source {src} (hash differs)")
+        raise TransientError(f"staged copy {dst} reads back other bytes than its source {src} (hash differs)",
+                             "check the publish storage for errors; the next attempt copies the file again")
     return {"src": src, "size": total, "src_mtime_ns": st0.st_mtime_ns, "hash": digest,
             "hash_type": HASH_TYPE, "staged_mtime_ns": dst_st.st_mtime_ns, "linked": linked}
 
