@@ -141,3 +141,12 @@ def test_the_process_takes_faults_at_start(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_without_retries_the_caller_sees_the_connection_error_but_the_entities_exist(ayon, shot):
+    con = connect(ayon.url, max_retries=1)
+    ayon.set_faults({"kind": "drop_after_commit", "count": 1})
+    with pytest.raises(ServerError, match="Unable to connect"):
+        commit_product(con, shot)
+    assert con.get_version_by_id(PROJECT, eid("renderMain", "v1"))["version"] == 1
+    assert ayon.stats()["batches_committed"] == 1
