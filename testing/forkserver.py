@@ -46,7 +46,7 @@ def _child(request: dict) -> None:
 def serve() -> None:
     # Warm every module an attempt uses, while still single-threaded.
     from ..idempotency import store  # noqa: F401
-    from ..wrapper import audit, cli, publish  # noqa: F401
+    from ..wrapper import audit, cli, gc, publish  # noqa: F401
     from ..wrapper.integrations import ftrack, webhook  # noqa: F401
 
     outputs: dict[int, str] = {}

@@ -1,8 +1,11 @@
 """The fault suite (docs/design.md sections 5 and 6): every failpoint with every action, seeded random
 trials, zombies and duplicate attempts; every trial must end with the right outcome and a clean audit.
 
-CI runs the exhaustive matrix and ATOMIC_PUBLISH_FAULT_TRIALS random trials (default 200), store
-outages included (ATOMIC_PUBLISH_FAULT_OUTAGES=0, read by faultsuite, leaves them out).
+CI runs the exhaustive matrix (derived from wrapper/failpoints.py) and ATOMIC_PUBLISH_FAULT_TRIALS
+random trials (default 200), store outages and the issue-16 classes included (gc beside the
+publishers, clock skew, a full disk, a second path to the root, a worker on a second store; see
+testing/faultsuite.py; ATOMIC_PUBLISH_FAULT_OUTAGES=0, read by faultsuite, leaves outages out).
+One test per class, forced: test_fault_classes.py.
 Soak: `python -m atomic_publish.testing.faultsuite --trials 1000 --exhaustive`.
 """
 from __future__ import annotations
