@@ -4,6 +4,8 @@
   ``POST /api`` wire protocol, so that the unmodified ``ftrack_api.Session`` can be used.
 * :mod:`atomic_publish.testing.webhook_receiver` -- an HTTP endpoint recording webhook
   deliveries, deduplicated by ``Idempotency-Key``.
+* :mod:`atomic_publish.testing.fake_ayon` -- an AYON server for the unmodified
+  ``ayon-python-api`` client (operations batches, GraphQL reads, REST GETs).
 
 Both fakes share the small helpers in this module: atomic JSON persistence (so that
 state survives a restart of the fake, the way a real service keeps its data), a book
