@@ -23,6 +23,7 @@ TODO = {
     "dns": f"check the host name in the store URI ({WHERE}) and this machine's DNS",
     "timeout": "check the network and firewalls between this machine and the store; a slow store needs a "
                f"longer --store-timeout or {TIMEOUT_ENV}",
+    "unreachable": "check the network between this machine and the store's host (routes, VPN, firewall)",
     "handshake": "check that the address is a MongoDB server, and whether it needs TLS (tls=true in the URI)",
     "tls": "check the URI's TLS options (tls, tlsCAFile, tlsAllowInvalidHostnames) and the server's certificate",
     "auth": "check the user name, password and authSource of the store URI",
@@ -57,7 +58,7 @@ def _hosts(uri: str) -> list[tuple[str, int]]:
 
 
 def _try_host(host: str, port: int, timeout: float) -> str | None:
-    """None when a TCP connection opens, else what failed: "refused", "dns" or "timeout"."""
+    """None when a TCP connection opens, else what failed: "refused", "dns", "timeout" or "unreachable"."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
@@ -73,8 +74,8 @@ def _try_host(host: str, port: int, timeout: float) -> str | None:
                 failure = "timeout"
             except ConnectionRefusedError:
                 pass
-            except OSError:
-                failure = "timeout" if failure == "timeout" else "refused"
+            except OSError:  # no route to the host, network unreachable
+                failure = "timeout" if failure == "timeout" else "unreachable"
     return failure
 
 
@@ -93,7 +94,8 @@ def probe(uri: str, timeout: float) -> bool:
     kinds = {f for _, f in failures}
     kind = kinds.pop() if len(kinds) == 1 else "other"
     what = {"refused": "connection refused (nothing listens on that port)", "dns": "DNS lookup failed (unknown host)",
-            "timeout": f"TCP connection timed out after {timeout:g} s"}
+            "timeout": f"TCP connection timed out after {timeout:g} s",
+            "unreachable": "no route to the host (network unreachable)"}
     said = what[failures[0][1]] if len(failures) == 1 else "; ".join(f"{a}: {what[f]}" for a, f in failures)
     raise StoreUnavailable(f"cannot reach the store {redact_uri(uri)}: {said}", TODO[kind])
 
