@@ -9,16 +9,21 @@ from typing import Any
 
 from pymongo import MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 
 TRANSACTION_TOPOLOGIES = ("ReplicaSetWithPrimary", "Sharded", "LoadBalanced")
 
 
 class Catalog:
+    """Lookups of one attempt. Asset and subset documents found are remembered (found ones only:
+    one that is missing is looked up again, since a concurrent publish may create it): the reserve
+    step and the commit look up the same two documents, four round trips otherwise."""
+
     def __init__(self, client: MongoClient, database: str):
         self.client = client
         self.db = client[database]
+        self._found: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def project(self, name: str) -> Collection:
         return self.db[name]
@@ -27,10 +32,19 @@ class Catalog:
         return self.client.topology_description.topology_type_name in TRANSACTION_TOPOLOGIES
 
     def find_asset(self, project: str, asset: str) -> dict[str, Any] | None:
-        return self.project(project).find_one({"type": "asset", "name": asset})
+        return self._find(("asset", project, asset), project, {"type": "asset", "name": asset})
 
     def find_subset(self, project: str, asset_id: Any, subset: str) -> dict[str, Any] | None:
-        return self.project(project).find_one({"type": "subset", "name": subset, "parent": asset_id})
+        return self._find(("subset", project, asset_id, subset), project,
+                          {"type": "subset", "name": subset, "parent": asset_id})
+
+    def _find(self, cache_key: tuple[Any, ...], project: str, query: dict[str, Any]) -> dict[str, Any] | None:
+        doc = self._found.get(cache_key)
+        if doc is None:
+            doc = self.project(project).find_one(query)
+            if doc is not None:
+                self._found[cache_key] = doc
+        return doc
 
     def _subset_id(self, project: str, asset: str, subset: str) -> Any | None:
         asset_doc = self.find_asset(project, asset)
@@ -87,13 +101,21 @@ class Catalog:
 
 
 def _insert_missing(col: Collection, docs: list[dict[str, Any]], session) -> int:
+    """Insert the documents not there yet: one find and one insert command, whatever their number."""
     ids = [d["_id"] for d in docs]
     present = {d["_id"] for d in col.find({"_id": {"$in": ids}}, projection={"_id": 1}, session=session)}
     missing = [d for d in docs if d["_id"] not in present]
-    for doc in missing:
-        try:
-            col.insert_one(doc, session=session)
-        except DuplicateKeyError:
-            pass  # a concurrent replay inserted the same deterministic document
+    if not missing:
+        return 0
+    if session is not None:  # in a transaction a duplicate aborts it anyway: one command, the error propagates
+        col.insert_many(missing, ordered=False, session=session)
+        return len(missing)
+    try:
+        col.insert_many(missing, ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])) or \
+                exc.details.get("writeConcernErrors"):
+            raise
+        # a concurrent replay inserted some of the same deterministic documents: the rest are in
     return len(missing)
 
