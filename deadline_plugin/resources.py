@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 PLUGIN_NAME = "AtomicPublish"
+EVENTS_PLUGIN_NAME = "AtomicPublishEvents"
 
 
 def package_dir() -> Path:
@@ -17,6 +18,16 @@ def package_dir() -> Path:
 def plugin_dir() -> Path:
     """deadline_plugin/AtomicPublish: exactly what an admin copies into custom/plugins/."""
     return package_dir() / PLUGIN_NAME
+
+
+def events_plugin_dir() -> Path:
+    """deadline_plugin/AtomicPublishEvents: what an admin copies into custom/events/."""
+    return package_dir() / EVENTS_PLUGIN_NAME
+
+
+def monitor_scripts_dir() -> Path:
+    """deadline_plugin/scripts/Jobs: what an admin copies into custom/scripts/Jobs/."""
+    return package_dir() / "scripts" / "Jobs"
 
 
 def shim_dir() -> Path:

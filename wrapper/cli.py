@@ -211,6 +211,7 @@ EXTRA_HELP = {
     "deliver": "deliver pending notifications of published versions",
     "audit": "check every invariant across the store and the publish roots",
     "gc": "remove what abandoned attempts left behind",
+    "abandon": "roll back the unfinished publishes of a job failed or deleted in Deadline",
     "demo": "the README's demo",
 }
 
@@ -221,6 +222,7 @@ EXTRA_COMMANDS: list[tuple[str, str]] = [
     ("deliver", "atomic_publish.wrapper.deliver"),
     ("audit", "atomic_publish.wrapper.audit"),
     ("gc", "atomic_publish.wrapper.gc"),
+    ("abandon", "atomic_publish.wrapper.abandon"),
     ("demo", "atomic_publish.wrapper.demo"),
 ]
 

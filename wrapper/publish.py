@@ -516,3 +516,36 @@ class Attempt:
         self._fenced(update, f"record state {state}")
         self.state = state
         self.rec.update({k: v for k, v in fields.items() if "." not in k}, state=state)
+
+    # -- abandon (the farm gave up on the job) ---------------------------------------------
+    def abandon(self, reason: str) -> Outcome:
+        """Roll back this unfinished publish because its farm job was failed or deleted: the
+        lease is taken as every attempt takes it (a live one is busy: nothing touched), then the
+        permanent failure's rollback runs. From COMMITTING on nothing is undone (invariant 7).
+        Used by `atomic-publish abandon`; outcome "rolled-back", or a failure class, or none
+        when the record turned out to be COMMITTING, PUBLISHED or ROLLED_BACK (left as it is)."""
+        try:
+            self._acquire()
+        except Exception as exc:
+            return Outcome.from_error(classify(exc), key=self.key, decision="left as it is")
+        if self.state in (R.COMMITTING, R.PUBLISHED, R.ROLLED_BACK):
+            if self.state == R.COMMITTING:  # the lease was taken: give it back untouched
+                self._finish("left-to-roll-forward", None, reason)
+            return Outcome(self.state.lower(), key=self.key, message="left as it is", exit_code=EXIT_OK)
+        if self.state == R.ROLLING_BACK:  # finish the rollback an attempt began, for its own reason
+            reason = (self.rec.get("error") or {}).get("message") or reason
+        self.keeper = LeaseKeeper(self.store.records, self.key, self.epoch, self.req.policy.lease_seconds)
+        try:
+            with self.keeper:
+                self._rollback(reason)
+            self._finish("abandoned", None, reason)
+        except Exception as raw:
+            exc = classify(raw)
+            if not isinstance(exc, Superseded):
+                try:
+                    self._finish(exc.failure_class, exc.failure_class, exc.cause, error_type(exc))
+                except Exception:
+                    pass  # the lease expires on its own
+            return Outcome.from_error(exc, key=self.key, decision="the rollback stopped midway; run "
+                                      "`atomic-publish abandon` again to finish it")
+        return Outcome("rolled-back", key=self.key, message=f"rolled back: {reason}", exit_code=EXIT_OK)

@@ -78,3 +78,15 @@ class FarmBackend:
 
     def log_text(self, text: str) -> None:
         self.log(text)
+
+    def plugin_config(self, name: str) -> dict[str, str]:
+        """Configure Plugins (AtomicPublish) or Configure Events (AtomicPublishEvents) of this farm."""
+        from ..resources import EVENTS_PLUGIN_NAME, PLUGIN_NAME
+        from .events import read_event_config
+        from .pluginconfig import read_config
+
+        if name.lower() == PLUGIN_NAME.lower():
+            return read_config(self.state.dir)
+        if name.lower() == EVENTS_PLUGIN_NAME.lower():
+            return read_event_config(self.state.dir)
+        raise KeyError(f"no plugin {name} on this farm (it has {PLUGIN_NAME} and {EVENTS_PLUGIN_NAME})")

@@ -19,8 +19,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the farm's arguments to a (sub)parser."""
     parser.description = ("Run a Deadline job (job info + plugin info) on a local farm of worker "
                           "processes, through the AtomicPublish plugin and the Deadline API shim.")
-    parser.add_argument("job_info", help="job info file (Plugin=AtomicPublish)")
-    parser.add_argument("plugin_info", help="plugin info file")
+    parser.add_argument("job_info", nargs="?", help="job info file (Plugin=AtomicPublish)")
+    parser.add_argument("plugin_info", nargs="?", help="plugin info file")
     parser.add_argument("--workers", type=int, default=3, help="number of workers (default 3)")
     parser.add_argument("--store", metavar="URI",
                         help="store URI given to every worker as ATOMIC_PUBLISH_STORE (never printed)")
@@ -36,6 +36,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                         help="override an AtomicPublish plugin configuration entry (repeatable), "
                              "e.g. AtomicPublishExecutable=/path/to/atomic-publish")
+    parser.add_argument("--events", action="store_true",
+                        help="install the AtomicPublishEvents event plugin on this farm (rolls back the publishes "
+                             "of a job failed or deleted; see docs/deadline-events.md)")
+    parser.add_argument("--event-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an AtomicPublishEvents configuration entry (repeatable; implies --events)")
+    admin = parser.add_argument_group("acting on an existing farm (--dir) as an admin in the Monitor")
+    admin.add_argument("--fail-job", metavar="JOB_ID", help="fail the job (fires OnJobFailed)")
+    admin.add_argument("--delete-job", metavar="JOB_ID", help="delete the job (fires OnJobDeleted)")
+    admin.add_argument("--requeue-job", metavar="JOB_ID", help="requeue every task of the job (fires OnJobRequeued)")
+    admin.add_argument("--resume", action="store_true",
+                       help="start the farm's workers again and run its job to the end (after --requeue-job)")
 
 
 def format_summary(result: FarmResult) -> str:
@@ -73,6 +84,14 @@ def _config_overrides(entries: list[str]) -> dict[str, str]:
 
 def main(args: argparse.Namespace) -> int:
     """Run the farm; exit 0 when the job Completed, 1 when Failed, 3 when it did not finish."""
+    if args.fail_job or args.delete_job or args.requeue_job or args.resume:
+        from .admin import main as admin_main
+
+        return admin_main(args)
+    if not (args.job_info and args.plugin_info):
+        print("atomic-publish farm: give the job info and plugin info files (or act on a farm with --dir "
+              "and --fail-job, --delete-job, --requeue-job, --resume)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         worker_env = parse_worker_env(args.worker_env)
         overrides = _config_overrides(args.config)
@@ -81,7 +100,9 @@ def main(args: argparse.Namespace) -> int:
         result = run_farm(args.job_info, args.plugin_info, workers=args.workers, store_uri=args.store,
                           worker_env=worker_env, farm_dir=args.dir, timeout=args.timeout,
                           bad_worker_errors=args.bad_worker_errors, plugin_config=overrides,
-                          echo=lambda line: print(line, flush=True))
+                          echo=lambda line: print(line, flush=True),
+                          event_config=(_config_overrides(args.event_config)
+                                        if args.events or args.event_config else None))
     except JobFileError as error:  # a job Deadline would refuse: permanent, like the wrapper's 78
         print(f"atomic-publish farm: {error}", file=sys.stderr)
         return EXIT_INVALID_JOB

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from ..jobfiles import JobFileError, read_job_info, read_plugin_info
 from ..resources import PLUGIN_NAME
 from .jobmodel import build_job_record
+from .events import build_event_config, write_event_config
 from .pluginconfig import build_config, write_config
 from .processes import kill_process_group, pid_alive
 from .state import FarmState
@@ -170,10 +171,13 @@ def run_farm(job_info_path: str | os.PathLike[str], plugin_info_path: str | os.P
              farm_dir: str | os.PathLike[str] | None = None, timeout: float = 600,
              bad_worker_errors: int = DEFAULT_BAD_WORKER_ERRORS,
              plugin_config: dict[str, str] | None = None,
-             echo: Callable[[str], None] = lambda line: None) -> FarmResult:
+             echo: Callable[[str], None] = lambda line: None,
+             event_config: dict[str, str] | None = None) -> FarmResult:
     """Submit one job to a new local farm, run it to the end, stop every worker, report.
 
     `plugin_config` overrides the AtomicPublish plugin configuration (e.g. the executable).
+    `event_config` installs the AtomicPublishEvents event plugin, with these overrides of its
+    configuration (None: no event plugin on this farm).
     Raises JobFileError for unreadable job files and ValueError for bad options.
     """
     if workers < 1:
@@ -189,6 +193,8 @@ def run_farm(job_info_path: str | os.PathLike[str], plugin_info_path: str | os.P
     echo(f"farm folder: {folder}")
     FarmState.create(folder, {"bad_worker_errors": bad_worker_errors, "workers": workers})
     write_config(folder, build_config(plugin_config))
+    if event_config is not None:
+        write_event_config(folder, build_event_config(event_config))
     farm = Farm(folder, workers, worker_env or {}, store_uri)
     farm.state.add_job(record)
     echo(f"job {record['job_id']} submitted: {len(record['tasks'])} task(s), {workers} worker(s)")

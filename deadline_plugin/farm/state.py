@@ -19,6 +19,7 @@ from .jobmodel import job_error_limit, task_error_limit
 from .processes import pid_alive
 
 TERMINAL = ("Completed", "Failed")
+DELETED = "Deleted"  # only the local farm's: Deadline moves a deleted job to its DeletedJobs collection
 LOG_TAIL_LINES = 40
 
 
@@ -152,8 +153,10 @@ class FarmState:
             return None
 
     def all_jobs_done(self) -> bool:
+        """Every job Completed, Failed or deleted, and no event of theirs queued or being fired."""
         data = self.read()
-        return bool(data["jobs"]) and all(j["status"] in TERMINAL for j in data["jobs"].values())
+        return bool(data["jobs"]) and all(j["status"] in TERMINAL + (DELETED,) and not j.get("pending_events")
+                                          and not j.get("firing_events") for j in data["jobs"].values())
 
     def stalled_jobs(self) -> list[str]:
         """Active jobs that no live worker may ever take now (e.g. every worker deny-listed)."""
@@ -171,6 +174,7 @@ class FarmState:
     @staticmethod
     def _fail_job(job: dict[str, Any]) -> None:
         job["status"] = "Failed"
+        job.setdefault("pending_events", []).append("OnJobFailed")  # fired by whoever failed it
         for task in job["tasks"]:
             if task["status"] not in ("Completed", "Rendering"):
                 task["status"] = "Failed"
@@ -238,7 +242,7 @@ class FarmState:
     def fail_job(self, job_id: str) -> None:
         with self.transaction() as data:
             job = self._job(data, job_id)
-            if job["status"] not in TERMINAL:
+            if job["status"] not in TERMINAL + (DELETED,):
                 self._fail_job(job)
 
     def set_task_status(self, job_id: str, task_ids: list[str], status: str) -> None:
@@ -274,3 +278,44 @@ class FarmState:
             job = self._job(data, job_id)
             if name not in job["bad_workers"]:
                 job["bad_workers"].append(name)
+
+    # -- what an admin does in the Monitor (farm/admin.py), and the events it fires ----------
+    def delete_job(self, job_id: str) -> None:
+        """The job leaves the queue (status Deleted: kept, like Deadline's DeletedJobs, for OnJobDeleted)."""
+        with self.transaction() as data:
+            job = self._job(data, job_id)
+            job["status"] = DELETED
+            job.setdefault("pending_events", []).append("OnJobDeleted")
+
+    def requeue_job(self, job_id: str) -> None:
+        """Every task back to Queued (completed ones too), the job Active again."""
+        with self.transaction() as data:
+            job = self._job(data, job_id)
+            if job["status"] == DELETED:
+                raise ValueError(f"job {job_id} was deleted: it cannot be requeued")
+            for task in job["tasks"]:
+                task["status"], task["worker"] = "Queued", ""
+            job["status"] = "Active"
+            job.setdefault("pending_events", []).append("OnJobRequeued")
+
+    def take_events(self, job_id: str) -> list[str]:
+        """The job's queued events, now this caller's to fire (marked in flight until events_done)."""
+        with self.transaction() as data:
+            job = data["jobs"].get(job_id)
+            if job is None or not job.get("pending_events"):
+                return []
+            events, job["pending_events"] = job["pending_events"], []
+            job["firing_events"] = job.get("firing_events", 0) + len(events)
+            return events
+
+    def events_done(self, job_id: str, count: int) -> None:
+        with self.transaction() as data:
+            job = data["jobs"].get(job_id)
+            if job is not None:
+                job["firing_events"] = max(0, job.get("firing_events", 0) - count)
+
+    def reopen(self) -> None:
+        """Let new workers run on a farm that stopped (after a requeue); the stopped ones are forgotten."""
+        with self.transaction() as data:
+            data["stop"] = False
+            data["workers"] = {}

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from Deadline.Jobs import _ci_get as _lookup
 
-__all__ = ["DeadlinePlugin", "PluginType", "FailRenderException"]
+__all__ = ["DeadlinePlugin", "PluginType", "FailRenderException", "PluginConfig"]
 
 
 class PluginType(enum.IntEnum):
@@ -327,3 +327,30 @@ class DeadlinePlugin(_EventOwner):
 
     def ClearProcessEnvironmentVariables(self) -> None:
         self._ctx.process_environment.clear()
+
+
+class PluginConfig:
+    """A plugin's configuration as `RepositoryUtils.GetPluginConfig(name)` returns it (the values
+    of Monitor > Tools > Configure Plugins / Configure Events: .param defaults, .dlinit, edits)."""
+
+    def __init__(self, name: str, entries: dict[str, str]) -> None:
+        self.name = name
+        self._entries = dict(entries)
+
+    def GetConfigEntry(self, key: str) -> str:
+        value = _lookup(self._entries, key)
+        if value is None:
+            raise KeyError(f"plugin {self.name} has no config entry {key!r}")
+        return value
+
+    def GetConfigEntryWithDefault(self, key: str, default: str) -> str:
+        value = _lookup(self._entries, key)
+        return default if value is None else value
+
+    def GetBooleanConfigEntryWithDefault(self, key: str, default: bool) -> bool:
+        value = _lookup(self._entries, key)
+        return default if value is None else _parse_bool(key, value)
+
+    def GetIntegerConfigEntryWithDefault(self, key: str, default: int) -> int:
+        value = _lookup(self._entries, key)
+        return default if value is None else int(value)

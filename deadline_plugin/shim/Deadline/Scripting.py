@@ -1,4 +1,4 @@
-"""Deadline.Scripting: RepositoryUtils, FileUtils, SystemUtils, ClientUtils.
+"""Deadline.Scripting: RepositoryUtils, FileUtils, SystemUtils, ClientUtils, MonitorUtils.
 
 `RepositoryUtils` acts on the repository; here that is whatever backend the local farm installed
 with `install_backend` (see `RepositoryBackend` for the methods it must have). Without one, every
@@ -12,8 +12,10 @@ import time
 from typing import Any, Iterable, Protocol
 
 from Deadline.Jobs import Job, Task
+from Deadline.Plugins import PluginConfig
 
-__all__ = ["RepositoryUtils", "FileUtils", "SystemUtils", "ClientUtils", "JobReportCollection", "Report"]
+__all__ = ["RepositoryUtils", "FileUtils", "SystemUtils", "ClientUtils", "MonitorUtils", "JobReportCollection",
+           "Report"]
 
 
 class NoRepositoryError(RuntimeError):
@@ -36,6 +38,7 @@ class RepositoryBackend(Protocol):
     def get_reports(self, job_id: str) -> list[dict[str, Any]]: ...
     def path_mapping_rules(self) -> list[tuple[str, str]]: ...
     def log_text(self, text: str) -> None: ...
+    def plugin_config(self, name: str) -> dict[str, str]: ...
 
 
 _backend: RepositoryBackend | None = None
@@ -161,6 +164,11 @@ class RepositoryUtils:
         return JobReportCollection(_repo().get_reports(str(jobId)))
 
     @staticmethod
+    def GetPluginConfig(pluginName: str, slaveName: str | None = None) -> PluginConfig:
+        """The configuration of a job or event plugin (Configure Plugins / Configure Events)."""
+        return PluginConfig(pluginName, _repo().plugin_config(pluginName))
+
+    @staticmethod
     def PathMappingRequired(path: str) -> bool:
         return _map_path(path, _repo().path_mapping_rules()) != path
 
@@ -230,3 +238,19 @@ class ClientUtils:
             _backend.log_text(text)
         else:
             print(text, flush=True)
+
+
+_selection: list[Job] = []
+
+
+def select_in_monitor(jobs: Iterable[Job]) -> None:
+    """Host side (a test, the local farm): the jobs a Monitor user has selected."""
+    _selection[:] = list(jobs)
+
+
+class MonitorUtils:
+    """What a Monitor script sees of the Monitor (`custom/scripts/Jobs/*.py`)."""
+
+    @staticmethod
+    def GetSelectedJobs() -> list[Job]:
+        return list(_selection)
