@@ -10,13 +10,15 @@ import datetime as dt
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from ..wrapper.errors import FingerprintMismatch, LeaseHeld, Superseded
+from . import clock
+from .keys import short_hash
 from .processes import process_alive
 
 NEW = "NEW"                  # lease taken, no version reserved yet
@@ -29,11 +31,13 @@ PUBLISHED = "PUBLISHED"
 ROLLING_BACK = "ROLLING_BACK"
 ROLLED_BACK = "ROLLED_BACK"
 TERMINAL = (PUBLISHED, ROLLED_BACK)
+T = TypeVar("T")
 STATES = (NEW, RESERVED, STAGING, STAGED, INTEGRATING, COMMITTING, PUBLISHED, ROLLING_BACK, ROLLED_BACK)
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    """The store's clock (see clock.py): every time in a record is written and judged by it."""
+    return clock.now()
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -78,6 +82,7 @@ class Records:
     def ensure_indexes(self) -> None:
         self.col.create_index([("job_id", 1), ("task_id", 1)])
         self.col.create_index([("state", 1)])
+        self.col.create_index([("key_hash", 1)], name="by_key_hash")
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.col.find_one({"_id": key})
@@ -93,7 +98,8 @@ class Records:
             now = utcnow()
             lease = self._lease(who, now, lease_seconds)
             attempt = self._attempt(who, now, 1)
-            doc = {"_id": key, "fingerprint": fingerprint, "state": NEW, "epoch": 1, "lease": lease,
+            doc = {"_id": key, "key_hash": short_hash(key), "fingerprint": fingerprint, "state": NEW, "epoch": 1,
+                   "lease": lease,
                    "version": None, "receipts": {}, "staging_dirs": {},
                    "attempts": [attempt], "created_at": now, "updated_at": now, **fields}
             try:
@@ -135,13 +141,23 @@ class Records:
                 "epoch": epoch, "start": now, "end": None, "outcome": None,
                 "error_class": None, "error_type": None, "message": None}
 
-    def fenced(self, key: str, epoch: int, update: dict[str, Any]) -> None:
-        """Apply ``update`` only while ``epoch`` is current; raises Superseded otherwise."""
+    def fenced(self, key: str, epoch: int, update: dict[str, Any], before_commit: bool = False) -> None:
+        """Apply ``update`` only while ``epoch`` is current; raises Superseded otherwise.
+
+        ``before_commit``: also only while the record has not reached COMMITTING (a rollback's
+        first write: from the point of no return on, nothing is ever rolled back)."""
         update = dict(update)
         update.setdefault("$set", {})
         update["$set"] = {**update["$set"], "updated_at": utcnow()}
-        result = self.col.update_one({"_id": key, "epoch": epoch}, update)
+        query: dict[str, Any] = {"_id": key, "epoch": epoch}
+        if before_commit:
+            query["state"] = {"$nin": [COMMITTING, PUBLISHED]}
+        result = self.col.update_one(query, update)
         if result.matched_count != 1:
+            current = self.get(key) if before_commit else None
+            if current is not None and current.get("epoch") == epoch:
+                raise Superseded(f"{key} is {current.get('state')}: past the point of no return, it is never "
+                                 "rolled back; nothing was changed")
             raise Superseded(f"epoch {epoch} of {key} was superseded by a newer attempt; this attempt stops "
                              "without changing anything")
 
@@ -161,3 +177,38 @@ class Records:
 
     def find_by_job(self, job_id: str) -> list[dict[str, Any]]:
         return list(self.col.find({"job_id": job_id}).sort("task_id", 1))
+
+    def scan(self, projection: dict[str, Any] | None = None):
+        """Every record, streamed (audit and gc)."""
+        return self.col.find({}, projection=projection)
+
+    def by_key_hash(self, key_hash: str) -> list[dict[str, Any]]:
+        """The records whose key hashes to ``key_hash`` (the hash in a staging folder's name).
+
+        Records written before ``key_hash`` was stored are found by scanning: gc and audit
+        must never take "not found" for "no record"."""
+        found = list(self.col.find({"key_hash": key_hash}))
+        if found:
+            return found
+        return [r for r in self.col.find({"key_hash": {"$exists": False}}) if short_hash(r["_id"]) == key_hash]
+
+    def fenced_write(self, key: str, epoch: int, write: Callable[[Any], T], supports_transactions: bool) -> T:
+        """Run ``write(session)`` only while ``epoch`` is current (invariant 9), for writes to other
+        collections (reservations, staging progress) that a plain conditional update cannot fence.
+
+        With transactions (replica sets, SecantusDB) the fence and the write commit together, so a
+        zombie can write nothing at all. Without them the fence is checked just before the write;
+        the caller compensates what a zombie may still have written in that window (see
+        Reservations.reserve)."""
+        def fence(session) -> None:
+            result = self.col.update_one({"_id": key, "epoch": epoch}, {"$set": {"fenced_at": utcnow()}},
+                                         session=session)
+            if result.matched_count != 1:
+                raise Superseded(f"epoch {epoch} of {key} was superseded by a newer attempt; this attempt stops "
+                                 "without changing anything")
+
+        if supports_transactions:
+            with self.col.database.client.start_session() as session:
+                return session.with_transaction(lambda s: (fence(s), write(s))[1])
+        fence(None)
+        return write(None)

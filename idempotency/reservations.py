@@ -34,13 +34,16 @@ class Reservations:
         return int(doc["version"]) if doc else 0
 
     def reserve(self, key: str, project: str, asset: str, subset: str, pinned: int | None,
-                floor: int, taken_by: Callable[[int], str | None]) -> int:
+                floor: int, taken_by: Callable[[int], str | None],
+                insert: Callable[[dict[str, Any]], None] | None = None) -> int:
         """Reserve ``pinned`` or the next free number above ``floor``; idempotent per key.
 
         ``taken_by(n)`` lets the caller refuse numbers it knows are taken elsewhere (a
         version document or a folder that no reservation accounts for); it returns who
-        holds the number, or None.
+        holds the number, or None. ``insert(doc)`` writes the reservation; an attempt passes
+        one fenced by its epoch (invariant 9), so a zombie cannot reserve for a rolled-back key.
         """
+        insert = insert or self.col.insert_one
         mine = self.of_key(key)
         if mine:
             return int(mine["version"])
@@ -55,8 +58,7 @@ class Reservations:
                 raise VersionConflict(f"version {pinned} of {project}/{asset}/{subset} already exists: {other}; "
                                       "nothing was overwritten")
             try:
-                self.col.insert_one({**ident, "version": pinned, "key": key, "state": "reserved",
-                                     "created_at": utcnow()})
+                insert({**ident, "version": pinned, "key": key, "state": "reserved", "created_at": utcnow()})
                 return pinned
             except DuplicateKeyError:
                 holder = self.col.find_one({**ident, "version": pinned}) or {}
@@ -68,8 +70,8 @@ class Reservations:
         for _ in range(MAX_PROBES):
             if taken_by(candidate) is None:
                 try:
-                    self.col.insert_one({**ident, "version": candidate, "key": key, "state": "reserved",
-                                         "created_at": utcnow()})
+                    insert({**ident, "version": candidate, "key": key, "state": "reserved",
+                            "created_at": utcnow()})
                     return candidate
                 except DuplicateKeyError:
                     mine = self.of_key(key)
@@ -78,6 +80,11 @@ class Reservations:
             candidate += 1
         raise VersionConflict(f"no free version number found for {project}/{asset}/{subset} "
                               f"after {MAX_PROBES} tries")
+
+    def release_stray(self, key: str, epoch: int) -> int:
+        """Remove a reservation that ``epoch`` inserted after its key was rolled back (a zombie
+        on a store without transactions: see Records.fenced_write)."""
+        return self.col.delete_many({"key": key, "epoch": epoch, "state": "reserved"}).deleted_count
 
     def mark_committed(self, key: str) -> None:
         self.col.update_one({"key": key}, {"$set": {"state": "committed", "committed_at": utcnow()}})

@@ -27,7 +27,7 @@ class StagedFiles:
     def ensure_indexes(self) -> None:
         self.col.create_index([("key", 1)], name="by_key")
 
-    def save(self, key: str, epoch: int, seq: int, batch: dict[str, dict[str, Any]]) -> None:
+    def save(self, key: str, epoch: int, seq: int, batch: dict[str, dict[str, Any]], session=None) -> None:
         """Save one batch of verified entries (file id -> entry) in one round trip.
 
         Idempotent: the document ids derive from (key, epoch, seq), so a retried save replaces itself."""
@@ -40,7 +40,7 @@ class StagedFiles:
                                                     "entries": dict(items[start:start + MAX_ENTRIES_PER_DOC])},
                                   upsert=True))
         if ops:
-            self.col.bulk_write(ops, ordered=False)
+            self.col.bulk_write(ops, ordered=False, session=session)
 
     def of_key(self, key: str) -> dict[str, dict[str, Any]]:
         """Every file's latest entry (file id -> entry)."""

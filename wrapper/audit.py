@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..idempotency import records as R
+from ..idempotency.keys import short_hash
 from .commit import MARKER, read_marker
+from .folders import STAGING_RE, KnownFolders, same_folder
 
-STAGING_RE = re.compile(r"^\.(?P<final>.+)\.staging-(?P<hash>[0-9a-f]{12})-e(?P<epoch>\d+)$")
 VERSION_DIR_RE = re.compile(r"^v\d{3,}$")
-MTIME_SLACK_NS = 2_000_000_000
 
 
 @dataclass
@@ -65,8 +65,10 @@ class Auditor:
     def __init__(self, store, roots: list[str], verify_hashes: bool = True, ftrack: bool = False):
         self.store, self.roots, self.verify_hashes, self.ftrack = store, roots, verify_hashes, ftrack
         self.report = Report()
-        self.known_final: set[str] = set()
-        self.known_staging: dict[str, tuple[str, int]] = {}
+        self.known_final = KnownFolders()
+        self.known_staging = KnownFolders()
+        self.epochs_by_hash: dict[str, set[str]] = {}  # key hash -> epochs its record lists
+        self._linked: dict[str, set[str]] = {}  # key -> names of its hardlinked files
 
     def run(self) -> Report:
         self.check_records()
@@ -83,9 +85,13 @@ class Auditor:
             key, state = rec["_id"], rec.get("state")
             for ep, folder in (rec.get("staging_dirs") or {}).items():
                 if folder:
-                    self.known_staging[folder] = (key, int(ep))
+                    self.known_staging.add(folder)
+                    self.epochs_by_hash.setdefault(short_hash(key), set()).add(str(ep))
+            self.epochs_by_hash.setdefault(short_hash(key), set())
             if rec.get("final_dir"):
                 self.known_final.add(rec["final_dir"])
+            if state == R.COMMITTING:
+                self.check_committing(rec)
             if state == R.PUBLISHED:
                 self.check_published(rec)
             elif state == R.ROLLED_BACK:
@@ -121,8 +127,9 @@ class Auditor:
         if not marker or marker.get("key") != key:
             self.report.add(2, key, f"final folder {final} has no marker of this key ({MARKER})",
                             "restore the marker or the folder from backup")
-        published_at = rec.get("published_at")
-        published_ns = int(published_at.timestamp() * 1e9) if published_at else None
+        # the storage's own clock at the commit (the final folder's change time then): a file changed
+        # later has a later change time, whatever the clocks of the publisher and of this host say
+        committed_ns = rec.get("committed_ctime_ns")
         for doc in docs[:1]:
             reps = self.store.catalog.project(project).find({"type": "representation", "parent": doc["_id"]})
             for rep in reps:
@@ -141,16 +148,42 @@ class Auditor:
                                                 f"{f.get('size')}: modified after the commit",
                                         "restore it from backup; published files must never change")
                         continue
-                    if published_ns and st.st_mtime_ns > published_ns + MTIME_SLACK_NS:
-                        self.report.add(5, key, f"published file {path} was modified after the commit "
-                                                f"(mtime after {published_at.isoformat()})",
-                                        "restore it from backup; published files must never change")
                     if self.verify_hashes and f.get("hash") and _hash(path) != f["hash"]:
                         self.report.add(5, key, f"published file {path} does not match its recorded hash",
                                         "restore it from backup; published files must never change")
+                        continue
+                    if committed_ns and max(st.st_mtime_ns, st.st_ctime_ns) > committed_ns \
+                            and not self._render_unlinked(key, f, st, committed_ns):
+                        self.report.add(5, key, f"published file {path} was changed after the commit (its "
+                                                "change time is later than the commit's, even if its size and "
+                                                "modification date were kept)",
+                                        "restore it from backup, or check who touched it; published files "
+                                        "must never change")
         self.report.checked["versions"] += 1
         if self.ftrack:
             self.check_ftrack(rec, expect_published=True)
+
+    def _render_unlinked(self, key: str, doc_file: dict[str, Any], st: os.stat_result, committed_ns: int) -> bool:
+        """A hardlinked published file whose only later change is that the render's own name was
+        deleted (its link count fell to 1, its data and dates untouched): not a modification."""
+        if st.st_mtime_ns > committed_ns or st.st_nlink != 1:
+            return False
+        if key not in self._linked:
+            self._linked[key] = {e.get("name") for e in self.store.staged.of_key(key).values() if e.get("linked")}
+        name = doc_file.get("path", "").replace("\\", "/").rsplit("/", 1)[-1]
+        return name in self._linked[key]
+
+    def check_committing(self, rec: dict[str, Any]) -> None:
+        """Invariant 7: a COMMITTING record's files are in its staging folder or its final folder."""
+        final, staging = rec.get("final_dir"), rec.get("staging_dir")
+        parent = os.path.dirname(final or staging or "")
+        if not parent or not os.path.isdir(parent):
+            return  # this host cannot see that storage: nothing can be said from here
+        if not (final and os.path.isdir(final)) and not (staging and os.path.isdir(staging)):
+            self.report.add(7, rec["_id"], f"committing version v{rec.get('version')} has lost its files: neither "
+                                           f"its staging folder {staging} nor its final folder {final} exists",
+                            "restore the staging folder from backup (the record names it), then run the task "
+                            "again: it rolls forward; investigate what removed it")
 
     def check_rolled_back(self, rec: dict[str, Any]) -> None:
         key = rec["_id"]
@@ -176,6 +209,8 @@ class Auditor:
         last = (rec.get("attempts") or [{}])[-1]
         if not last.get("end"):
             return  # running, or crashed: the next attempt cleans up
+        if rec.get("state") == R.COMMITTING:
+            return  # its staging folder (of whichever epoch) holds the version's files (invariant 7)
         for ep, folder in (rec.get("staging_dirs") or {}).items():
             if folder and int(ep) < int(rec.get("epoch", 0)) and os.path.isdir(folder):
                 self.report.add(6, rec["_id"], f"staging folder {folder} of epoch {ep} remains after epoch "
@@ -248,7 +283,7 @@ class Auditor:
                 if marker:
                     self.check_final_dir(entry.path, marker)
                     continue
-                if VERSION_DIR_RE.match(entry.name) and entry.path not in self.known_final:
+                if VERSION_DIR_RE.match(entry.name) and entry.path not in self.known_final:  # path or inode
                     self.report.add(4, None, f"version folder {entry.path} belongs to no publish (no marker, "
                                              "no record)", "archive or delete it after checking who wrote it")
                     continue
@@ -260,29 +295,62 @@ class Auditor:
             state = rec.get("state") if rec else "no record"
             self.report.add(4, marker.get("key"), f"final folder {path} exists but its key is {state}",
                             "run the task again (it rolls forward or back); if there is no record, archive the folder")
-        elif os.path.normpath(rec.get("final_dir") or "") != os.path.normpath(path):
+        elif path not in self.known_final and os.path.isdir(rec.get("final_dir") or "") \
+                and not same_folder(rec["final_dir"], path):
+            # only when the recorded folder is visible here and is another folder: a root reached
+            # through another path (symlink, mount) is the same storage, not a moved folder
             self.report.add(4, marker.get("key"), f"final folder {path} is not where the record says "
                                                   f"({rec.get('final_dir')})", "investigate: a folder was moved")
 
     def check_staging_dir(self, path: str, m: re.Match) -> None:
         if path in self.known_staging:
             return  # checked from its record (invariants 3 and 6)
-        self.report.add(6, None, f"staging folder {path} belongs to no record (hash {m['hash']}, epoch "
+        epochs = self.epochs_by_hash.get(m["hash"])
+        if epochs is not None and m["epoch"] in epochs:
+            return  # its record names that epoch under another path to the same storage
+        owner = "no record" if epochs is None else "a record that no longer lists that epoch"
+        self.report.add(6, None, f"staging folder {path} belongs to {owner} (hash {m['hash']}, epoch "
                                  f"{m['epoch']})", "run `atomic-publish gc`")
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default=None)
-    p.add_argument("--root", action="append", default=[],
-                   help="publish root to scan for orphan and stale folders (repeatable)")
+    from .cliutil import add_store_options
+
+    add_store_options(p, "the store to check (never started by this command)")
+    p.add_argument("--root", action="append", default=[], metavar="DIR",
+                   help="publish root to scan for orphan and stale folders (repeatable; default: none, the "
+                        "store only)")
     p.add_argument("--no-hash", action="store_true", help="check sizes and dates only (no full read of every file)")
-    p.add_argument("--ftrack", action="store_true", help="also check ftrack (FTRACK_SERVER/USER/API_KEY)")
+    p.add_argument("--ftrack", action="store_true",
+                   help="also check ftrack (needs FTRACK_SERVER, FTRACK_API_USER and FTRACK_API_KEY)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
+FTRACK_SETTINGS = ("FTRACK_SERVER", "FTRACK_API_USER", "FTRACK_API_KEY")
+
+
+def ftrack_setup_problem() -> str | None:
+    """Why ``--ftrack`` cannot run here (a configuration error, not an invariant violation), or None."""
+    missing = [name for name in FTRACK_SETTINGS if not os.environ.get(name)]
+    if missing:
+        return (f"--ftrack needs {', '.join(missing)} in the environment (the ftrack server URL, API user and "
+                "API key); set them, or run the audit without --ftrack")
+    try:
+        import ftrack_api  # noqa: F401
+    except ImportError:
+        return "--ftrack needs the ftrack client: pip install 'atomic-publish[ftrack]', or run without --ftrack"
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
+    import sys
+
     from .cliutil import open_store_for
 
+    problem = ftrack_setup_problem() if args.ftrack else None
+    if problem:
+        print(f"atomic-publish audit: {problem}", file=sys.stderr)
+        return 2
     store = open_store_for("audit", args.store)
     if store is None:
         return 2

@@ -29,8 +29,8 @@ OS_ERRORS: dict[tuple[str, int], tuple[type[E.PublishError], str]] = {
     ("staging", errno.EACCES): (E.PublishRootUnavailable, "worker {worker} cannot write {path}: permission denied"),
     ("staging", errno.EPERM): (E.PublishRootUnavailable, "worker {worker} cannot write {path}: operation not permitted"),
     ("staging", errno.EROFS): (E.PublishRootUnavailable, "worker {worker} has {path} mounted read-only"),
-    ("staging", errno.ENOSPC): (E.TransientError, "no space left on the publish storage writing {path}"),
-    ("staging", errno.EDQUOT): (E.TransientError, "disk quota exceeded on the publish storage writing {path}"),
+    ("staging", errno.ENOSPC): (E.StorageFull, "no space left on the publish storage writing {path}"),
+    ("staging", errno.EDQUOT): (E.StorageFull, "disk quota exceeded on the publish storage writing {path}"),
     ("staging", errno.ENAMETOOLONG): (E.DestinationError, "published path {path} is too long for the filesystem"),
 }
 TRANSIENT_ERRNOS = {errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN, errno.EINTR, errno.EBUSY,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any, Callable
 
@@ -31,17 +32,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         openjd = {"job_id": job_id, "step": args.openjd_step, "task_parameters": params}
         args.job_id, args.task_id = job_id, args.openjd_step
     elif args.job_id is None or args.task_id is None:
-        from .errors import ManifestError
-        from .outcome import Outcome
+        from .errors import ArgumentError
+        from .outcome import NOTHING_WRITTEN, Outcome
 
-        outcome = Outcome.from_error(ManifestError("arguments", "give --job-id and --task-id (Deadline 10), or "
-                                                   "--openjd-step (Open Job Description)", "fix the job submission"),
-                                     decision="nothing was written; the job fails without retries")
+        if args.job_id is None and args.task_id is None:
+            exc = ArgumentError("", "give --job-id and --task-id (Deadline 10), or --openjd-step (Open Job Description)")
+        else:
+            missing, given = ("--job-id", "--task-id") if args.job_id is None else ("--task-id", "--job-id")
+            exc = ArgumentError(missing, f"is required with {given} (Deadline 10)")
+        outcome = Outcome.from_error(exc, done=NOTHING_WRITTEN)
         outcome.emit(args.json)
         return outcome.exit_code
     outcome = run(Request(manifest_path=args.manifest, job_id=args.job_id, task_id=args.task_id, openjd=openjd,
                           worker=args.worker, store_uri=args.store, policy=policy,
-                          submitted_manifest_path=args.submitted_manifest), guard)
+                          submitted_manifest_path=args.submitted_manifest,
+                          store_id=args.store_id or os.environ.get("ATOMIC_PUBLISH_STORE_ID") or None), guard)
     outcome.emit(args.json)
     return outcome.exit_code
 
@@ -69,6 +74,22 @@ def _status_view(rec: dict[str, Any], files: dict[str, dict[str, Any]]) -> dict[
     })
 
 
+def _version_and_folder(view: dict[str, Any]) -> tuple[str, str]:
+    """What ``status`` says of the version: a number and folder exist only once PUBLISHED (or on the way)."""
+    number, folder, state = view["version"], view["final_dir"], view["state"]
+    if number is None:
+        return "none reserved yet", "none yet"
+    if state == "ROLLED_BACK":
+        return f"v{number:0>3} released (rolled back, never published)", f"none (was to be at {folder})"
+    if state == "ROLLING_BACK":
+        return f"v{number:0>3} being released (rolling back)", f"none (was to be at {folder})"
+    if state == "PUBLISHED":
+        return f"v{number:0>3}", folder
+    if state == "COMMITTING":
+        return f"v{number:0>3} being committed", f"{folder} (being committed)"
+    return f"v{number:0>3} reserved", f"{folder} (not yet published)"
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from .cliutil import open_store_for
 
@@ -88,9 +109,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
             return 0
         for v in views:
             lease = v["lease"]
-            print(f"{v['key']}\n  state     {v['state']}\n  version   {v['version']}\n  epoch     {v['epoch']}\n"
+            version, final = _version_and_folder(v)
+            print(f"{v['key']}\n  state     {v['state']}\n  version   {version}\n  epoch     {v['epoch']}\n"
                   f"  lease     {('held by ' + lease['worker'] + ' until ' + lease['expires_at']) if lease else 'free'}\n"
-                  f"  final     {v['final_dir']}\n  files     {v['files']['count']} ({v['files']['bytes']} bytes)")
+                  f"  final     {final}\n  files     {v['files']['count']} ({v['files']['bytes']} bytes)")
             for a in v["attempts"]:
                 print(f"  attempt   epoch {a['epoch']} {a['worker']}@{a['host']} {a['start']} -> "
                       f"{a.get('outcome') or 'running/crashed'}{': ' + a['message'] if a.get('message') else ''}")
@@ -102,6 +124,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_store(args: argparse.Namespace) -> int:
     from ..idempotency import embedded
 
+    if args.action == "id":
+        from .cliutil import open_store_for
+
+        store = open_store_for("store id", args.store)
+        if store is None:
+            return 2
+        try:
+            print(store.store_id(create=True))
+        finally:
+            store.close()
+        return 0
     if args.action == "start":
         print(embedded.ensure_running())
     elif args.action == "stop":
@@ -126,11 +159,12 @@ def _report_usage_errors_as_results(parser: argparse.ArgumentParser, argv: list[
     """A bad `run` command line is a permanent failure of the job submission: exit 78 with a result line."""
 
     def error(message: str):
-        from .errors import ManifestError
-        from .outcome import Outcome
+        from .errors import ArgumentError
+        from .outcome import NOTHING_WRITTEN, Outcome
 
-        outcome = Outcome.from_error(ManifestError("arguments", message, "fix the job submission"),
-                                     decision="nothing was written; the job fails without retries")
+        named = re.match(r"argument (\S+?)(?:/\S+)?: (.*)", message, re.DOTALL)
+        exc = ArgumentError(named[1], named[2]) if named else ArgumentError("", message)
+        outcome = Outcome.from_error(exc, done=NOTHING_WRITTEN)
         outcome.emit("--json" in argv)
         sys.exit(outcome.exit_code)
 
@@ -147,73 +181,114 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atomic-publish",
-                                     description="Exactly-once, all-or-nothing publishing on a Deadline farm.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    p = sub.add_parser("run", help="run one publish attempt")
-    p.add_argument("--manifest", required=True, help="path of the publish manifest (JSON)")
-    p.add_argument("--submitted-manifest", default=None,
+    try:
+        return version("atomic-publish")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
+def _add_command(sub, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose description is its one-sentence summary, with the shared help format."""
+    from .cliutil import HelpFormatter
+
+    return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+                          formatter_class=HelpFormatter)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    from .cliutil import HelpFormatter, add_store_options
+
+    parser = argparse.ArgumentParser(prog="atomic-publish", formatter_class=HelpFormatter,
+                                     description="Exactly-once, all-or-nothing publishing on a Deadline farm.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _add_command(sub, "run", HELP["run"])
+    p.add_argument("--manifest", required=True, metavar="PATH", help="path of the publish manifest (JSON)")
+    p.add_argument("--submitted-manifest", default=None, metavar="PATH",
                    help="the manifest as submitted, before Deadline path mapping: its canonical JSON is the "
                         "fingerprint, the same on every worker (default: --manifest)")
-    p.add_argument("--job-id", help="Deadline JobId (part of the idempotency key)")
-    p.add_argument("--task-id", help="Deadline TaskId (part of the idempotency key)")
-    p.add_argument("--openjd-step", help="Open Job Description: the step name (key = job id + step + task parameters)")
-    p.add_argument("--openjd-task-params", help="Open Job Description: the task's parameter values as a JSON object")
-    p.add_argument("--openjd-job-id", help="Open Job Description: the job id (default: $DEADLINE_JOB_ID)")
-    p.add_argument("--worker", default=None, help="worker name for the lease and history (default: host name)")
-    p.add_argument("--store", default=None, help="mongodb:// URI (default: $ATOMIC_PUBLISH_STORE or the embedded store)")
-    p.add_argument("--lease-seconds", type=float, default=60.0, help="lease duration, renewed while working")
-    p.add_argument("--threads", type=int, default=8, help="parallel file copies (default 8)")
-    p.add_argument("--retry-attempts", type=_positive_int, default=5,
-                   help="in-process tries of one operation that can blip (default 5)")
-    p.add_argument("--retry-budget", type=float, default=60.0,
-                   help="seconds the in-process retries of one operation may take (default 60)")
-    p.add_argument("--max-key-attempts", type=_positive_int, default=6,
-                   help="failed attempts of this publish across the farm before it is permanent (default 6)")
-    p.add_argument("--max-failing-workers", type=_positive_int, default=3,
-                   help="distinct workers failing with the same error before it is permanent (default 3)")
+    p.add_argument("--job-id", help="Deadline JobId, part of the idempotency key (with --task-id; or give "
+                                    "--openjd-step)")
+    p.add_argument("--task-id", help="Deadline TaskId, part of the idempotency key (with --job-id)")
+    p.add_argument("--openjd-step", metavar="STEP",
+                   help="Open Job Description: the step name (key = job id + step + task parameters)")
+    p.add_argument("--openjd-task-params", metavar="JSON",
+                   help="Open Job Description: the task's parameter values as a JSON object (default: {})")
+    p.add_argument("--openjd-job-id", metavar="JOBID",
+                   help="Open Job Description: the job id (default: $DEADLINE_JOB_ID)")
+    p.add_argument("--worker", default=None, metavar="NAME",
+                   help="worker name for the lease and history (default: this host's name)")
+    add_store_options(p)
+    p.add_argument("--store-id", default=None, metavar="ID",
+                   help="the id of the store the job was submitted for (plugin info StoreId; "
+                        "$ATOMIC_PUBLISH_STORE_ID): a worker that reaches another store refuses, as worker-local "
+                        "(default: not checked)")
+    p.add_argument("--lease-seconds", type=float, default=60.0, metavar="SECONDS",
+                   help="lease duration, renewed while working")
+    p.add_argument("--threads", type=int, default=8, metavar="N", help="parallel file copies")
+    p.add_argument("--retry-attempts", type=_positive_int, default=5, metavar="N",
+                   help="in-process tries of one operation that can blip")
+    p.add_argument("--retry-budget", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds the in-process retries of one operation may take")
+    p.add_argument("--max-key-attempts", type=_positive_int, default=6, metavar="N",
+                   help="failed attempts of this publish across the farm before it is permanent")
+    p.add_argument("--max-failing-workers", type=_positive_int, default=3, metavar="N",
+                   help="distinct workers failing with the same error before it is permanent")
     p.add_argument("--protect-published", choices=["yes", "no"], default="no",
-                   help="make the published files and folder read-only after the commit (default no; "
-                        "atomic-publish submit turns it on)")
+                   help="make the published files and folder read-only after the commit "
+                        "(atomic-publish submit turns it on)")
     p.add_argument("--on-permanent-error", choices=["fail-job", "fail-task"], default="fail-job",
                    help="what the Deadline plugin does on a permanent error (the wrapper rolls back either way)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("status", help="show the record of a publish")
+    p = _add_command(sub, "status", HELP["status"])
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--key")
-    g.add_argument("--job-id")
-    p.add_argument("--store", default=None)
-    p.add_argument("--json", action="store_true")
+    g.add_argument("--key", help="one publish, by its idempotency key, e.g. deadline10:<JobId>:<TaskId> "
+                                 "(give --key or --job-id)")
+    g.add_argument("--job-id", help="every publish of one Deadline job (give --key or --job-id)")
+    add_store_options(p, "the store to read (never started by this command)")
+    p.add_argument("--json", action="store_true", help="print the records as JSON instead of text")
     p.set_defaults(func=_cmd_status)
 
-    p = sub.add_parser("store", help="start, stop or show the embedded store")
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p = _add_command(sub, "store", HELP["store"])
+    p.add_argument("action", choices=["start", "stop", "status", "id"],
+                   help="start the embedded store (in the background), stop it, say whether it runs, or print "
+                        "the id of the store (--store, or the environment's; a job's StoreId)")
+    add_store_options(p, "with `id`: the store whose id to print (never started by this command)")
     p.set_defaults(func=_cmd_store)
 
-    p = sub.add_parser("failpoints", help="list the failpoints of the fault suite")
+    p = _add_command(sub, "failpoints", HELP["failpoints"])
     p.set_defaults(func=_cmd_failpoints)
 
     for name, module in EXTRA_COMMANDS:
         if command in (None, name):
             _add_extra(sub, name, module)
         else:  # imported only when used: keeps `run` starting fast
-            sub.add_parser(name, help=EXTRA_HELP.get(name))
+            _add_command(sub, name, HELP[name])
     return parser
 
 
-EXTRA_HELP = {
-    "submit": "write Deadline job files for one publish (and submit them)",
-    "farm": "run a job on a local Deadline-like farm",
-    "deliver": "deliver pending notifications of published versions",
-    "audit": "check every invariant across the store and the publish roots",
-    "gc": "remove what abandoned attempts left behind",
-    "abandon": "roll back the unfinished publishes of a job failed or deleted in Deadline",
-    "demo": "the README's demo",
+# One sentence per command: its `--help` line in the command list and its description.
+HELP = {
+    "run": "run one publish attempt of a farm task and print its result line",
+    "status": "show the record of a publish: state, version, folder, attempts",
+    "store": "start, stop or show the embedded store (a local MongoDB-compatible server)",
+    "failpoints": "list the failpoints the fault suite can trigger",
+    "submit": "write Deadline job files for one publish manifest, and submit them with --deadline-command",
+    "farm": "run a Deadline job on a local farm of worker processes and print what it published",
+    "deliver": "deliver the pending notifications of published versions",
+    "audit": "check every invariant across the store and the publish roots, changing nothing",
+    "gc": "remove what abandoned attempts left behind (staging folders, expired leases, reservations)",
+    "abandon": "roll back the unfinished publishes of a job the farm gave up on (failed or deleted)",
+    "demo": "publish a synthetic render through a local farm on the embedded store (the README's demo)",
 }
+EXTRA_HELP = {name: HELP[name] for name in ("submit", "farm", "deliver", "audit", "gc", "abandon", "demo")}
 
 # Commands implemented elsewhere: (name, "module path"); each module has configure_parser(p) and main(args).
 EXTRA_COMMANDS: list[tuple[str, str]] = [
@@ -231,7 +306,7 @@ def _add_extra(sub, name: str, module: str) -> None:
     import importlib
 
     mod = importlib.import_module(module)
-    p = sub.add_parser(name, help=EXTRA_HELP.get(name))
+    p = _add_command(sub, name, HELP[name])
     mod.configure_parser(p)
     p.set_defaults(func=mod.main)
 
@@ -249,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         args.worker = socket.gethostname()
     if getattr(args, "worker", None):
         os.environ["ATOMIC_PUBLISH_WORKER"] = args.worker
+    if getattr(args, "store_timeout", None) is not None:  # read where the store is opened (idempotency/reach.py)
+        os.environ["ATOMIC_PUBLISH_STORE_TIMEOUT"] = str(args.store_timeout)
     from .secrets import load_secrets_file
 
     try:

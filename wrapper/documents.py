@@ -35,6 +35,27 @@ def rootless(path: str, manifest: Manifest) -> str:
     return f"{{root[{best[0]}]}}/{rel}"
 
 
+def resolve_rootless(path: str, manifest: Manifest) -> str:
+    """``{root[work]}/demo/...`` -> this worker's path, with its own (path-mapped) roots.
+
+    Records keep the version's folders in this form too, so that a roll-forward on a worker
+    that reaches the same storage through another mount finds them and writes the same
+    documents as the first worker would have (issue 16: never ``{root[publish]}/../..``)."""
+    from .manifest import ROOT_REF
+
+    m = ROOT_REF.match(path)
+    if not m:
+        return path
+    roots = dict(manifest.platform_roots)
+    base = roots.get(m["name"]) or (manifest.publish_root if m["name"] == ROOT_NAME else None)
+    if base is None:
+        from .errors import WorkerLocalError
+
+        raise WorkerLocalError(f"root {m['name']!r} of {path} has no path on this worker",
+                               "add it to the manifest's roots for this platform")
+    return os.path.normpath(base.rstrip("/\\") + m["rest"])
+
+
 def context_roots(manifest: Manifest) -> dict[str, Any]:
     """``context.root``: every named root on every platform, so that any platform can resolve."""
     return {name: dict(paths) for name, paths in manifest.roots.items()} or {ROOT_NAME: manifest.publish_root}

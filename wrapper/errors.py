@@ -150,3 +150,10 @@ class StorageInvisible(WorkerLocalError):
     publish root): another worker must finish the commit."""
 
     default_todo = "mount the publish storage on this worker; the farm moves the task to another worker"
+
+
+class StorageFull(TransientError):
+    """No space (or quota) left on the publish storage: transient however often it happens, since
+    freeing space is what fixes it; never escalated to permanent, never rolled back (issue 16)."""
+
+    default_todo = "free space on the publish storage (or raise the quota); the next attempt resumes"

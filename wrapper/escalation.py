@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import PERMANENT, TRANSIENT, WORKER_LOCAL, PermanentError, PublishError
+from .errors import PERMANENT, TRANSIENT, WORKER_LOCAL, PermanentError, PublishError, StorageFull
 
 FAILED = (TRANSIENT, WORKER_LOCAL)
 
@@ -34,9 +34,9 @@ def escalate(exc: PublishError, history: list[dict[str, Any]], worker: str, limi
 
     ``history`` is the record's attempts before this one.
     """
-    if exc.failure_class not in FAILED:
-        return exc
-    failed = [a for a in history if a.get("outcome") in FAILED]
+    if exc.failure_class not in FAILED or isinstance(exc, StorageFull):
+        return exc  # a full disk is fixed by freeing space, not by giving up: never permanent
+    failed = [a for a in history if a.get("outcome") in FAILED and a.get("error_type") != "StorageFull"]
     count = len(failed) + 1
     sig = error_type(exc)
     if count >= limits.max_key_attempts:

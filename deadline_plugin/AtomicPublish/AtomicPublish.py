@@ -30,6 +30,7 @@ POLICY_OPTIONS = (
     ("MaxFailingWorkers", "--max-failing-workers"),
     ("OnPermanentError", "--on-permanent-error"),
     ("ProtectPublished", "--protect-published"),
+    ("StoreId", "--store-id"),  # the store the job was submitted for: another store refuses (not a secret)
 )
 ON_PERMANENT_ERROR_VALUES = ("fail-job", "fail-task")
 
