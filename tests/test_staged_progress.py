@@ -35,3 +35,75 @@ def test_per_file_documents_of_earlier_versions_are_still_read(store):
     store.staged.save(key, 2, 0, {"b": _entry(2, 5)})
     files = store.staged.of_key(key)
     assert files["a"]["size"] == 10 and files["b"]["size"] == 5 and "fid" not in files["a"]
+
+
+# -- resume in proportion: real processes, real signals ------------------------------------------
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from helpers import CLI, Render, last_json, publish  # noqa: E402
+
+from atomic_publish.wrapper.staging import CHECKPOINT_FILES  # noqa: E402
+
+THREADS = 8
+
+
+def _signal_at_half(render: Render, manifest: Path, env: dict, job: str, signum: int) -> tuple[int, Path]:
+    """Start a publish, send ``signum`` once half its files are in the staging folder; returns
+    (exit status, staging folder)."""
+    proc = subprocess.Popen([*CLI, "run", "--manifest", str(manifest), "--job-id", job, "--task-id", "0",
+                             "--worker", "w1", "--json", "--threads", str(THREADS)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    half = len(render.frames) // 2
+    deadline = time.monotonic() + 120
+    folder = None
+    while proc.poll() is None and time.monotonic() < deadline:
+        folders = [p for p in render.publish_root.rglob(".*.staging-*") if p.is_dir()]
+        if folders and sum(1 for e in os.scandir(folders[0]) if not e.name.startswith(".")) > half:
+            folder = folders[0]
+            proc.send_signal(signum)
+            break
+        time.sleep(0.002)
+    out, err = proc.communicate(timeout=120)
+    assert folder is not None, f"the publish ended before half its files were staged: {out} {err}"
+    return proc.returncode, folder
+
+
+def _complete(folder: Path, size: int) -> int:
+    return sum(1 for e in os.scandir(folder) if not e.name.startswith(".") and e.stat().st_size == size)
+
+
+def test_sigterm_saves_every_verified_file_and_the_retry_copies_only_the_rest(tmp_path, env, store):
+    size = 256 * 1024
+    render = Render(tmp_path, frames=400, size=size, movie=False)
+    manifest = render.write_manifest()
+    code, folder = _signal_at_half(render, manifest, env, "jobterm", signal.SIGTERM)
+    assert code == 75  # transient: stopped at a safe point, the farm requeues it
+    key = "deadline10:jobterm:0"
+    saved = store.staged.of_key(key)
+    on_disk = sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
+    # every copy that had started finished, was verified and saved: nothing staged is unaccounted for
+    assert sorted(e["name"] for e in saved.values()) == on_disk
+    assert _complete(folder, size) == len(on_disk) > len(render.frames) // 2
+    proc, out = publish(manifest, env, "jobterm", "0")
+    assert out["outcome"] == "published", proc.stdout + proc.stderr
+    assert out["reused_files"] == len(saved) and out["copied_files"] == len(render.frames) - len(saved)
+
+
+def test_after_sigkill_the_retry_copies_at_most_one_batch_more_than_was_unverified(tmp_path, env, store):
+    size = 4096
+    render = Render(tmp_path, frames=3000, size=size, movie=False)
+    manifest = render.write_manifest()
+    code, folder = _signal_at_half(render, manifest, env, "jobkill", signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    # copied in full: saved, pending (at most one batch with the one being saved), or finished ahead of
+    # the bookkeeping (at most 2 per thread) or still being verified (one per thread)
+    complete = _complete(folder, size)
+    proc, out = publish(manifest, env, "jobkill", "0")
+    assert out["outcome"] == "published", proc.stdout + proc.stderr
+    unverified = len(render.frames) - complete
+    assert out["copied_files"] <= unverified + CHECKPOINT_FILES + 3 * THREADS, (out, complete)
+    assert out["reused_files"] + out["copied_files"] == len(render.frames)

@@ -380,15 +380,18 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
                 raise classify_oserror(exc, "staging", staging_dir, worker) from None
         checkpoint(batch)
 
+    inflight_size = 0
+
     def submit() -> None:
-        nonlocal last_flush, inflight, unsynced
+        nonlocal last_flush, inflight, unsynced, inflight_size
+        inflight_size = len(pending)
         inflight = flusher.submit(save, dict(pending), unsynced)
         pending.clear()
         unsynced = False
         last_flush = time.monotonic()
 
     def record(item: PlannedFile, entry: dict[str, Any], copied: bool = False) -> None:
-        nonlocal inflight, unsynced
+        nonlocal inflight, unsynced, inflight_size
         entry = {**entry, "name": item.name, "representation": item.representation, "epoch": epoch}
         fid = file_id(item.name)
         stats.entries[fid] = entry
@@ -397,9 +400,11 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
         progress.advance(entry["size"])
         failpoints.hit("stage.file")
         due = len(pending) >= CHECKPOINT_FILES or time.monotonic() - last_flush >= CHECKPOINT_SECONDS
-        if due and inflight is not None and (inflight.done() or len(pending) >= CHECKPOINT_FILES):
+        # verified but unsaved (in flight + pending) never exceeds one batch: a SIGKILL costs at most that
+        full = len(pending) + inflight_size >= CHECKPOINT_FILES
+        if inflight is not None and ((due and inflight.done()) or full):
             inflight.result()  # a failed checkpoint surfaces here (Superseded, store down); a full batch waits
-            inflight = None
+            inflight, inflight_size = None, 0
             failpoints.hit("stage.checkpoint")
         if due and inflight is None:
             submit()
@@ -491,13 +496,20 @@ def _copy_all(to_copy: list[PlannedFile], copy_one: Callable[[PlannedFile], dict
     # Worker threads pull from one shared iterator (next() on a list iterator is atomic under the
     # GIL) and hand results back on a SimpleQueue: no Future, waiter or lock per file, which cost
     # about 0.1 ms per small file with a ThreadPoolExecutor.
+    # At most 2 x threads copies finished ahead of the main thread's bookkeeping: when a checkpoint
+    # holds the main thread back, the copies wait too, so verified-but-unsaved stays bounded.
     queue = iter(to_copy)
     results: SimpleQueue = SimpleQueue()
     stop = threading.Event()
+    ahead = threading.Semaphore(2 * max(1, threads))
 
     def work() -> None:
-        for item in queue:
+        while True:
+            ahead.acquire()
             if stop.is_set():
+                break
+            item = next(queue, None)
+            if item is None:
                 break
             try:
                 results.put((item, copy_one(item), None))
@@ -515,8 +527,11 @@ def _copy_all(to_copy: list[PlannedFile], copy_one: Callable[[PlannedFile], dict
             if exc is not None:
                 raise exc
             copied(item, entry)
+            ahead.release()
     except BaseException:
         stop.set()
+        for _ in workers:
+            ahead.release()  # wake the workers waiting for a slot: they see the stop
         for w in workers:
             w.join()
         while not results.empty():  # copies that finished while it stopped: keep the verified ones
