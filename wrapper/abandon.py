@@ -45,16 +45,17 @@ class KeyResult:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from .cliutil import add_store_options
+
     p.description = ("Roll back every unfinished publish of a Deadline job that was failed or deleted "
                      "(never a COMMITTING or PUBLISHED one); the AtomicPublishEvents event plugin runs it.")
-    p.add_argument("--job-id", required=True, help="Deadline JobId whose publishes to abandon (required)")
+    p.add_argument("--job-id", required=True, help="Deadline JobId whose publishes to abandon")
     p.add_argument("--reason", default=None,
                    help="why, saved in each rolled-back record (default: 'job JOB was failed or deleted in Deadline')")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="how long to wait for a live attempt to let go of its lease before reporting the key "
                         "busy (default 0: report it at once)")
-    p.add_argument("--store", default=None,
-                   help="mongodb:// URI (default: $ATOMIC_PUBLISH_STORE_FILE, $ATOMIC_PUBLISH_STORE, the embedded store)")
+    add_store_options(p, "the store whose records to roll back (a stopped embedded store is not started)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the lines")
 
 

@@ -113,6 +113,16 @@ def test_abandon_never_touches_a_live_attempt(render, env, store, tmp_path):
     _no_trace(render, store, "deadline10:jobL:0")
 
 
+def test_abandon_starts_no_store_and_fails_in_one_line(env, tmp_path):
+    bare = {k: v for k, v in env.items() if k not in ("ATOMIC_PUBLISH_STORE", "ATOMIC_PUBLISH_STORE_FILE")}
+    bare["ATOMIC_PUBLISH_HOME"] = str(tmp_path / "nohome")
+    done = _abandon(bare, "jobX")
+    assert done.returncode == 75 and done.stdout == ""
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("atomic-publish abandon: ")
+    assert "not running" in run_cli(["store", "status"], bare).stdout  # nothing was started
+
+
 def test_abandon_of_a_job_without_records_says_so(env, store):
     done = _abandon(env, "nothing-here")
     assert done.returncode == 0 and done.stdout.strip() == (
@@ -454,3 +464,23 @@ def test_monitor_script_format_is_a_pure_function() -> None:
     assert "version   v005 (committing: the publish rolls forward on its next attempt)" in text
     assert "folder    /p/v005 (being moved into place)" in text
     assert text.count("version   none yet") == 1
+
+
+def test_farm_command_line_acts_on_an_existing_farm(render, farm_env, store, tmp_path):
+    job_info, plugin_info = _submit(render, farm_env, tmp_path / "job")
+    farm_dir = tmp_path / "farm"
+    first = run_cli(["farm", str(job_info), str(plugin_info), "--workers", "1", "--dir", str(farm_dir),
+                     "--events", "--json"], farm_env, timeout=240)
+    job_id = json.loads(first.stdout.splitlines()[-1])["job_id"]
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = run_cli(["farm", "--dir", str(farm_dir), "--requeue-job", job_id, "--resume", "--workers", "1",
+                     "--json"], farm_env, timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"INFO: AtomicPublishEvents: job {job_id} was requeued: nothing rolled back or changed" in again.stdout
+    assert json.loads(again.stdout.splitlines()[-1])["job_status"] == "Completed"
+    deleted = run_cli(["farm", "--dir", str(farm_dir), "--delete-job", job_id], farm_env)
+    assert deleted.returncode == 0 and "PUBLISHED -> PUBLISHED: already published, left as it is" in deleted.stdout
+    nodir = run_cli(["farm", "--fail-job", job_id], farm_env)
+    assert nodir.returncode == 2 and nodir.stdout == "" and len(nodir.stderr.strip().splitlines()) == 1
+    unknown = run_cli(["farm", "--dir", str(farm_dir), "--fail-job", "nope"], farm_env)
+    assert unknown.returncode == 2 and unknown.stderr.strip() == "atomic-publish farm: no job nope on this farm"
