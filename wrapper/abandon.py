@@ -127,8 +127,14 @@ def abandon_record(store, rec: dict[str, Any], reason: str, wait: float, worker:
         if settled is not None:
             settled.before = before
             return settled
-    action = "busy" if outcome.failure_class == BUSY else "failed"
-    return KeyResult(key, task, before, after, action, outcome.message)
+    # The farm's advice in the message (requeue, retry) is not what happens here: say what to do instead.
+    cause = outcome.message.split("; left as it is", 1)[0].split("; the rollback stopped midway", 1)[0]
+    again = f"run `atomic-publish abandon --job-id {rec.get('job_id')}` again"
+    if outcome.failure_class == BUSY:
+        return KeyResult(key, task, before, after, "busy",
+                         f"{cause}; left as it is: {again} once that attempt has ended")
+    stopped = "the rollback stopped midway" if after == R.ROLLING_BACK else "nothing was changed"
+    return KeyResult(key, task, before, after, "failed", f"{cause}; {stopped}: {again} to finish it")
 
 
 def abandon_job(store, job_id: str, reason: str, wait: float = 0.0,

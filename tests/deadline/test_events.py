@@ -101,7 +101,8 @@ def test_abandon_never_touches_a_live_attempt(render, env, store, tmp_path):
         done = _abandon(env, "jobL", "--wait", "1")
         assert done.returncode == 76, done.stdout + done.stderr
         assert "STAGING -> STAGING" in done.stdout and "holds this publish" in done.stdout
-        assert "left as it is" in done.stdout
+        assert "left as it is: run `atomic-publish abandon --job-id jobL` again once that attempt has ended" in done.stdout
+        assert "requeue" not in done.stdout  # no farm advice: nothing requeues anything here
         after = store.records.get("deadline10:jobL:0")
         assert (after["epoch"], after["lease"]["attempt"]) == (before["epoch"], before["lease"]["attempt"])
         assert os.path.isdir(before["staging_dir"])
