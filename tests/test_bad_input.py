@@ -36,7 +36,7 @@ def test_invalid_manifest(render, env, store, overrides, expected):
     proc, out = publish(render.write_manifest(**overrides), env)
     assert proc.returncode == 78, proc.stdout + proc.stderr
     assert expected in out["message"], out["message"]
-    assert "nothing was written; the job fails without retries" in result_line(proc)
+    assert "nothing was written; a farm fails the job without further retries" in result_line(proc)
     assert_no_trace(render, store)
 
 
@@ -103,7 +103,7 @@ def test_symlink_escaping_the_root(render, env, store, tmp_path_factory):
 def test_missing_publish_root_is_worker_local(render, env, store):
     proc, out = publish(render.write_manifest(publish_root=str(render.root / "not-mounted")), env)
     assert proc.returncode == 77
-    assert "cannot see the publish root" in out["message"] and "deny-listed" in out["message"]
+    assert "cannot see the publish root" in out["message"] and "a farm deny-lists this worker" in out["message"]
     # A worker-local failure is remembered (for escalation across workers), and nothing else is written.
     rec = store.records.get("deadline10:job1:0")
     assert rec["state"] == "NEW" and rec["lease"] is None and rec["version"] is None and store.staged.of_key("deadline10:job1:0") == {}
@@ -126,5 +126,5 @@ def test_unreachable_store(render, env, store):
     bad = dict(env, ATOMIC_PUBLISH_STORE=f"mongodb://user:hunter22@127.0.0.1:{port}/?serverSelectionTimeoutMS=500")
     proc, out = publish(render.write_manifest(), bad)
     assert proc.returncode == 75
-    assert "unreachable" in out["message"] and "hunter22" not in proc.stdout + proc.stderr
+    assert "cannot reach the store" in out["message"] and "hunter22" not in proc.stdout + proc.stderr
     assert_no_trace(render, store)

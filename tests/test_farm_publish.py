@@ -31,6 +31,10 @@ def test_worker_without_publish_root_is_deny_listed(render, env, store, tmp_path
     assert all(p.stat().st_mode & 0o222 == 0 for p in [final, *final.iterdir()])
     [task] = out["tasks"]
     assert task["status"] == "Completed" and task["errors"] == 1
+    # the farm's summary says what it published, like the demo's
+    [published] = out["published"]
+    assert (published["version"], published["final_dir"]) == (1, str(final)), published
+    assert f"v001 at {final} (published, {task['worker']})" in proc.stdout, proc.stdout
 
 
 def test_transient_fault_on_first_attempt_then_completed(render, env, store, tmp_path):

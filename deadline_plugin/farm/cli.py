@@ -17,11 +17,11 @@ EXIT_NOT_FINISHED = 3
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the farm's arguments to a (sub)parser."""
-    parser.description = ("Run a Deadline job (job info + plugin info) on a local farm of worker "
-                          "processes, through the AtomicPublish plugin and the Deadline API shim.")
+    parser.description = ("Run a Deadline job (job info + plugin info) on a local farm of worker processes, "
+                          "through the AtomicPublish plugin and the Deadline API shim, and print what it published.")
     parser.add_argument("job_info", nargs="?", help="job info file (Plugin=AtomicPublish)")
     parser.add_argument("plugin_info", nargs="?", help="plugin info file")
-    parser.add_argument("--workers", type=int, default=3, help="number of workers (default 3)")
+    parser.add_argument("--workers", type=int, default=3, help="number of workers")
     parser.add_argument("--store", metavar="URI",
                         help="store URI given to every worker as ATOMIC_PUBLISH_STORE (never printed)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line last")
@@ -30,9 +30,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="environment variable for one worker (repeatable), e.g. "
                              "worker-1:ATOMIC_PUBLISH_FARM_PATH_MAPPING=/x/projects=>/x/offline/projects")
     parser.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
-                        help="stop the farm after this long (default 600)")
+                        help="stop the farm after this long")
     parser.add_argument("--bad-worker-errors", type=int, default=DEFAULT_BAD_WORKER_ERRORS, metavar="N",
-                        help="consecutive errors that mark a worker bad for the job (default 3, 0 = never)")
+                        help="consecutive errors that mark a worker bad for the job (0 = never)")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                         help="override an AtomicPublish plugin configuration entry (repeatable), "
                              "e.g. AtomicPublishExecutable=/path/to/atomic-publish")
@@ -64,6 +64,11 @@ def format_summary(result: FarmResult) -> str:
         lines.append(f"    {worker}:")
         for report in by_worker[worker]:
             lines.append(f"      {report['time']} task {report['task_id']}: {report['message']}")
+    lines.append(f"  Published ({len(result.published)}):")
+    for entry in result.published:
+        what = (f"v{entry['version']:0>3} at {entry['final_dir']}" if entry["version"] is not None
+                else entry["message"])
+        lines.append(f"    task {entry['task_id']:>3}  {what} ({entry['outcome']}, {entry['worker']})")
     if result.allow_list:
         lines.append(f"  Allow list: {', '.join(result.allow_list)}")
     lines.append(f"  Deny list: {', '.join(result.deny_list) or '(none)'}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ class FarmResult:
     farm_dir: str
     end_reason: str
     workers: dict[str, Any] = field(default_factory=dict)
+    published: list[dict[str, Any]] = field(default_factory=list)  # per completed task: version, final_dir
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -139,6 +141,43 @@ class Farm:
                 kill_process_group(int(info["child_pgid"]))
 
 
+# The wrapper's result line as the worker log shows it, and the version and folder in its message
+# ("published version 3 of renderMain at /p/v003 (epoch 2)", "version 3 was already published ... at /p/v003; ...").
+_TASK_LINE = re.compile(r"Render Task: job (?P<job>\S+) task (?P<task>\S+)")
+_RESULT_LINE = re.compile(r"STDOUT: \[atomic-publish\] result (?P<outcome>published|already-published) exit=0 "
+                          r"class=\S+: (?P<message>.*)")
+_VERSION_AT = re.compile(r"version (?P<version>\d+) .*?at (?P<final_dir>.+?)(?: \(epoch \d+\)|;|$)")
+
+
+def published_versions(farm_dir: Path, job_id: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What each completed task published, read from the result line in the log of its worker."""
+    found = []
+    for task in tasks:
+        if task["status"] != "Completed" or not task["worker"]:
+            continue
+        log = farm_dir / "workers" / task["worker"] / "worker.log"
+        current, last = None, None
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            started = _TASK_LINE.search(line)
+            if started:
+                current = (started["job"], started["task"])
+                continue
+            result = _RESULT_LINE.search(line)
+            if result and current == (job_id, str(task["task_id"])):
+                last = result
+        if last is None:
+            continue
+        where = _VERSION_AT.search(last["message"])
+        found.append({"task_id": task["task_id"], "worker": task["worker"], "outcome": last["outcome"],
+                      "version": int(where["version"]) if where else None,
+                      "final_dir": where["final_dir"] if where else None, "message": last["message"]})
+    return found
+
+
 def collect_result(farm_dir: Path, job_id: str, end_reason: str,
                    exit_codes: dict[str, int | None]) -> FarmResult:
     """Read the final state into a FarmResult."""
@@ -146,12 +185,13 @@ def collect_result(farm_dir: Path, job_id: str, end_reason: str,
     data = state.read()
     job = data["jobs"][job_id]
     listed = list(job["listed_workers"])
+    tasks = [{"task_id": t["task_id"], "status": t["status"], "errors": t["errors"], "worker": t["worker"]}
+             for t in job["tasks"]]
     return FarmResult(
         job_id=job_id,
         job_name=job["job_info"].get("Name", "Untitled"),
         job_status=job["status"],
-        tasks=[{"task_id": t["task_id"], "status": t["status"], "errors": t["errors"],
-                "worker": t["worker"]} for t in job["tasks"]],
+        tasks=tasks,
         error_reports=[{k: r[k] for k in ("report_id", "worker", "task_id", "time", "message")}
                        for r in state.reports(job_id)],
         deny_list=[] if job["whitelist_flag"] else listed,
@@ -162,6 +202,7 @@ def collect_result(farm_dir: Path, job_id: str, end_reason: str,
         workers={name: {"exit_code": exit_codes.get(name),
                         "log": str(farm_dir / "workers" / name / "worker.log")}
                  for name in sorted(data["workers"])},
+        published=published_versions(farm_dir, job_id, tasks),
     )
 
 

@@ -33,7 +33,7 @@ if str(TESTS) not in sys.path:
 from helpers import Render  # noqa: E402
 
 PARALLEL = 3
-NOTHING_WRITTEN = "nothing was written; the job fails without retries"
+NOTHING_WRITTEN = "nothing was written; a farm fails the job without further retries"
 
 Setup = Callable[[Render, dict], Any]
 

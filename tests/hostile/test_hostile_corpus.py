@@ -136,14 +136,14 @@ DEEP = "[" * 100_000 + "]" * 100_000
 CASES = [
     # -- manifest files: not JSON, encodings, sizes ------------------------------------------------
     C("file-not-json", raw(b"{not json"), 78,
-      "manifest field --manifest: is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
-    C("file-empty", raw(b""), 78, "manifest field --manifest: is not valid JSON: Expecting value at line 1 column 1"),
-    C("file-binary", raw(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), 78, "manifest field --manifest: is not UTF-8 (byte 0)"),
-    C("file-latin1", raw('{"asset": "café"}'.encode("latin-1")), 78, "manifest field --manifest: is not UTF-8 (byte 14)"),
-    C("file-utf16", raw('{"asset": "sh010"}'.encode("utf-16")), 78, "manifest field --manifest: is not UTF-8 (byte 0)"),
+      "argument --manifest: is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+    C("file-empty", raw(b""), 78, "argument --manifest: is not valid JSON: Expecting value at line 1 column 1"),
+    C("file-binary", raw(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), 78, "argument --manifest: is not UTF-8 (byte 0)"),
+    C("file-latin1", raw('{"asset": "café"}'.encode("latin-1")), 78, "argument --manifest: is not UTF-8 (byte 14)"),
+    C("file-utf16", raw('{"asset": "sh010"}'.encode("utf-16")), 78, "argument --manifest: is not UTF-8 (byte 0)"),
     C("file-too-large", raw(b" " * (16 * 1024 * 1024 + 1)), 78,
-      "manifest field --manifest: file is larger than 16777216 bytes"),
-    C("file-deep-nesting", raw(DEEP), 78, "manifest field --manifest: is nested deeper than"),
+      "argument --manifest: file is larger than 16777216 bytes"),
+    C("file-deep-nesting", raw(DEEP), 78, "argument --manifest: is nested deeper than"),
     C("file-duplicate-keys", fn(lambda r, d: '{"asset": "sh010", ' + __import__("json").dumps(d)[1:]), 78,
       "manifest field asset: appears twice"),
     # -- wrong types ---------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ CASES = [
       f"manifest field hierarchy: {'/'.join(['ab'] * 200)!r} is too long"),
     C("path-too-long", file_path("/" + "a" * 4100), 78, "manifest field representations[0].files[0]: '/aaaa"),
     # -- non-UTF-8 bytes and broken Unicode ---------------------------------------------------------------
-    C("non-utf8-in-name", raw(b'{"asset": "sh\xff010"}'), 78, "manifest field --manifest: is not UTF-8 (byte 13)"),
+    C("non-utf8-in-name", raw(b'{"asset": "sh\xff010"}'), 78, "argument --manifest: is not UTF-8 (byte 13)"),
     C("lone-surrogate-comment", m(comment="take \ud800"), 78, "manifest field comment: is not valid Unicode"),
     C("lone-surrogate-path", fn(lambda r, d: (d["representations"][0]["files"].__setitem__(
         0, str(r.renders) + "/comp\udcff.1001.exr"), d)[1]), 78,
@@ -231,14 +231,14 @@ CASES = [
       "manifest field representations[0].files[0]: {'$ne': None} is not of type 'string'"),
     C("op-author", m(author={"$gt": ""}), 78, "manifest field author: {'$gt': ''} is not of type 'string'"),
     # -- job and task ids --------------------------------------------------------------------------------------
-    C("job-id-subshell", m(), 78, f"manifest field --job-id: '$(touch {PWNED})' is not a Deadline job id",
+    C("job-id-subshell", m(), 78, f"argument --job-id: '$(touch {PWNED})' is not a Deadline job id",
       job=f"$(touch {PWNED})"),
-    C("job-id-spaces-quotes", m(), 78, "manifest field --job-id: 'a \"b\" ;c' is not a Deadline job id", job='a "b" ;c'),
-    C("job-id-trailing-newline", m(), 78, "manifest field --job-id: 'job1\\n' is not a Deadline job id",
+    C("job-id-spaces-quotes", m(), 78, "argument --job-id: 'a \"b\" ;c' is not a Deadline job id", job='a "b" ;c'),
+    C("job-id-trailing-newline", m(), 78, "argument --job-id: 'job1\\n' is not a Deadline job id",
       job="job1\n"),
     C("job-id-leading-dash", m(), 78, "--job-id", job="-rf"),
-    C("task-id-negative", m(), 78, "manifest field --task-id: '-1' is not a task id", task="-1"),
-    C("task-id-non-ascii-digit", m(), 78, "manifest field --task-id: '٣' is not a task id", task="٣"),
+    C("task-id-negative", m(), 78, "argument --task-id: '-1' is not a task id", task="-1"),
+    C("task-id-non-ascii-digit", m(), 78, "argument --task-id: '٣' is not a task id", task="٣"),
     # -- sources -------------------------------------------------------------------------------------------------
     C("source-missing", fn(lambda r, d: (r.frames[1].unlink(), d)[1]), 78, "/renders/comp.1002.exr does not exist"),
     C("source-dangling-symlink", replace_frame(lambda r, t: t.symlink_to(r.root / "gone.exr")), 78,
