@@ -22,9 +22,9 @@ from typing import Any, Callable
 from ..jobfiles import read_key_value_file, write_key_value_file
 from ..resources import EVENTS_PLUGIN_NAME, ensure_shim_on_path, events_plugin_dir
 from .pluginconfig import param_defaults
-from .state import FarmState
+from .state import EVENTS_CONFIG_FILE, FarmState
 
-CONFIG_FILE = f"{EVENTS_PLUGIN_NAME}.config"
+CONFIG_FILE = EVENTS_CONFIG_FILE
 LOG_FILE = "events.log"
 CALLBACKS = {"OnJobFailed": "OnJobFailedCallback", "OnJobDeleted": "OnJobDeletedCallback",
              "OnJobRequeued": "OnJobRequeuedCallback"}
@@ -105,13 +105,16 @@ def fire_in_process(farm_dir: str | os.PathLike[str], event: str, job_id: str,
 def fire(farm_dir: str | os.PathLike[str], event: str, job_id: str, env: dict[str, str] | None = None,
          sink: Callable[[str], None] = print) -> list[str]:
     """Fire one event in a child process with ``env`` (default: this process's); returns its log lines."""
-    child = subprocess.run(
-        [sys.executable, "-m", "atomic_publish.deadline_plugin.farm.eventhost", "--farm-dir", str(farm_dir),
-         "--event", event, "--job-id", job_id],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env=dict(os.environ if env is None else env), timeout=EVENT_TIMEOUT_SECONDS,
-        encoding="utf-8", errors="replace")
-    lines = child.stdout.splitlines()
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "atomic_publish.deadline_plugin.farm.eventhost", "--farm-dir", str(farm_dir),
+             "--event", event, "--job-id", job_id],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=dict(os.environ if env is None else env), timeout=EVENT_TIMEOUT_SECONDS,
+            encoding="utf-8", errors="replace")
+        lines = child.stdout.splitlines()
+    except subprocess.TimeoutExpired:  # the caller (a worker) carries on, as Deadline does
+        lines = [f"Error: event {event} of job {job_id} did not finish within {EVENT_TIMEOUT_SECONDS} s: stopped"]
     for line in lines:
         sink(line)
     return lines

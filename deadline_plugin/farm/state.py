@@ -21,6 +21,7 @@ from .processes import pid_alive
 TERMINAL = ("Completed", "Failed")
 DELETED = "Deleted"  # only the local farm's: Deadline moves a deleted job to its DeletedJobs collection
 LOG_TAIL_LINES = 40
+EVENTS_CONFIG_FILE = "AtomicPublishEvents.config"  # present when the event plugin is installed (events.py)
 
 
 def may_take(job: dict[str, Any], worker: str) -> bool:
@@ -155,8 +156,10 @@ class FarmState:
     def all_jobs_done(self) -> bool:
         """Every job Completed, Failed or deleted, and no event of theirs queued or being fired."""
         data = self.read()
-        return bool(data["jobs"]) and all(j["status"] in TERMINAL + (DELETED,) and not j.get("pending_events")
-                                          and not j.get("firing_events") for j in data["jobs"].values())
+        events = (self.dir / EVENTS_CONFIG_FILE).is_file()  # else nothing fires what is queued
+        return bool(data["jobs"]) and all(
+            j["status"] in TERMINAL + (DELETED,) and not (events and j.get("pending_events"))
+            and not j.get("firing_events") for j in data["jobs"].values())
 
     def stalled_jobs(self) -> list[str]:
         """Active jobs that no live worker may ever take now (e.g. every worker deny-listed)."""
