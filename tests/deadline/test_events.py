@@ -485,3 +485,39 @@ def test_farm_command_line_acts_on_an_existing_farm(render, farm_env, store, tmp
     assert nodir.returncode == 2 and nodir.stdout == "" and len(nodir.stderr.strip().splitlines()) == 1
     unknown = run_cli(["farm", "--dir", str(farm_dir), "--fail-job", "nope"], farm_env)
     assert unknown.returncode == 2 and unknown.stderr.strip() == "atomic-publish farm: no job nope on this farm"
+
+
+def test_event_listener_shim_behaves_like_deadline() -> None:
+    from Deadline.Events import DeadlineEventListener, EventContext
+    from Deadline.Plugins import PluginConfig
+
+    class WrittenBefore103(DeadlineEventListener):
+        def __init__(self):  # no super().__init__(): Deadline's callbacks exist anyway
+            self.OnJobFailedCallback += self.Failed
+            self.seen = []
+
+        def Failed(self, job):
+            self.seen.append(job)
+
+    log: list[str] = []
+    listener = WrittenBefore103()
+    listener._bind_context(EventContext(config={"State": "Opt-In", "Wait": "3", "On": "True"}, log=log.append))
+    listener.OnJobFailedCallback("the job")
+    assert listener.seen == ["the job"] and not listener.OnJobDeletedCallback
+    assert listener.GetConfigEntryWithDefault("state", "") == "Opt-In"  # keys are case-insensitive
+    assert listener.GetIntegerConfigEntryWithDefault("Wait", 0) == 3
+    assert listener.GetBooleanConfigEntryWithDefault("On", False) is True
+    assert listener.GetConfigEntryWithDefault("Missing", "d") == "d"
+    with pytest.raises(KeyError, match="Missing"):
+        listener.GetConfigEntry("Missing")
+    listener.LogInfo("one")
+    listener.LogWarning("two")
+    assert log == ["INFO: one", "WARNING: two"]
+    with pytest.raises(TypeError, match="is an event"):
+        listener.OnJobFailedCallback = listener.Failed
+    del listener.OnJobFailedCallback
+    assert not listener.OnJobFailedCallback
+    with pytest.raises(AttributeError):
+        listener.NoSuchThing  # noqa: B018
+    config = PluginConfig("AtomicPublish", {"StoreUri": "x"})
+    assert config.GetConfigEntryWithDefault("storeuri", "") == "x" and config.GetConfigEntryWithDefault("N", "d") == "d"
