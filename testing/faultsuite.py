@@ -249,10 +249,14 @@ class Trial:
 
         try:
             self.hook.stop()
-            client = pymongo.MongoClient(self.uri)
-            for name in (self.db, self.state_db, self.other_state_db):
-                client.drop_database(name)
-            client.close()
+            client = pymongo.MongoClient(self.uri, socketTimeoutMS=30000, serverSelectionTimeoutMS=10000)
+            try:
+                for name in (self.db, self.state_db, self.other_state_db):
+                    client.drop_database(name)
+            except pymongo.errors.PyMongoError as exc:  # never hang the suite on its own clean-up
+                print(f"note: could not drop the databases of {self.dir}: {exc}", flush=True)
+            finally:
+                client.close()
         finally:
             self._unmount()
 
@@ -776,6 +780,18 @@ def fork_server() -> ForkServer:
         return _SERVER
 
 
+def close_fork_server() -> None:
+    """End the fork server; it kills the attempts still running (stopped or hung) as it goes."""
+    global _SERVER
+    with _SERVER_LOCK:
+        server, _SERVER = _SERVER, None
+    if server is not None and server.proc.poll() is None:
+        try:
+            server.close()
+        except (OSError, subprocess.TimeoutExpired):
+            server.proc.kill()
+
+
 def _signal(proc, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
@@ -923,6 +939,14 @@ def _start_server(folder: Path) -> tuple[subprocess.Popen, str]:
 
 
 def _interrupted(signum, _frame):
+    """SIGTERM: end the attempts first (closing the fork server's stdin kills them, a stopped zombie
+    included, which could otherwise hold a store lock the clean-up waits for), then unwind."""
+    server = _SERVER
+    if server is not None:
+        try:
+            server.proc.stdin.close()
+        except Exception:  # mid-write from another thread: it is closed either way
+            pass
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -977,6 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
         failures = failures or 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+        close_fork_server()  # and with it every attempt still running (a stopped zombie, a hung one)
         unmount_below(work)
         if server:
             server.terminate()

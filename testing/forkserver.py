@@ -7,13 +7,15 @@ left hanging with real signals. Only the interpreter start and the imports are s
 
 Protocol (JSON lines on stdin/stdout): ``{"argv": [...], "env": {...}, "out": PATH}`` answers
 ``{"pid": N}``; when a child ends, the server writes ``PATH.rc`` with its exit code (negative:
-the signal that killed it).
+the signal that killed it). When its stdin closes (the fault suite ended, normally or not), it
+kills every attempt still running, so that no stopped or hung attempt outlives the suite.
 """
 from __future__ import annotations
 
 import json
 import os
 import select
+import signal
 import sys
 
 
@@ -70,7 +72,12 @@ def serve() -> None:
         if not ready:
             continue
         line = sys.stdin.readline()
-        if not line:
+        if not line:  # the fault suite ended (or was killed): no attempt of it may outlive it, stopped or hung
+            for pid in outputs:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
             return
         request = json.loads(line)
         pid = os.fork()
