@@ -5,14 +5,16 @@ finds them already there and inserts nothing twice.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pymongo import MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 
 TRANSACTION_TOPOLOGIES = ("ReplicaSetWithPrimary", "Sharded", "LoadBalanced")
+FRESH_SECONDS = 1.0  # how long a highest-version lookup stands in for a lookup of a higher number
 
 
 class Catalog:
@@ -24,6 +26,7 @@ class Catalog:
         self.client = client
         self.db = client[database]
         self._found: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._highest: dict[tuple[str, str, str], tuple[int, float]] = {}  # (highest version seen, when)
 
     def project(self, name: str) -> Collection:
         return self.db[name]
@@ -57,10 +60,18 @@ class Catalog:
             return 0
         doc = self.project(project).find_one({"type": "version", "parent": subset_id}, sort=[("name", -1)],
                                              projection={"name": 1})
-        return int(doc["name"]) if doc else 0
+        highest = int(doc["name"]) if doc else 0
+        self._highest[(project, asset, subset)] = (highest, time.monotonic())
+        return highest
 
     def version_holder(self, project: str, asset: str, subset: str, number: int) -> str | None:
-        """The key that published version ``number`` ("" for a version made outside atomic-publish)."""
+        """The key that published version ``number`` ("" for a version made outside atomic-publish).
+
+        A number above the highest version document read in the last second has none: no lookup
+        (a document made since is the same race as one made right after the lookup)."""
+        seen, when = self._highest.get((project, asset, subset), (number, 0.0))
+        if number > seen and time.monotonic() - when < FRESH_SECONDS:
+            return None
         subset_id = self._subset_id(project, asset, subset)
         if subset_id is None:
             return None
@@ -75,33 +86,50 @@ class Catalog:
         self.project(project).create_index([("type", 1), ("parent", 1), ("name", 1)], name="atomic_publish_lookup")
 
     def insert_publish(self, project: str, parents: list[dict[str, Any]], subset_doc: dict[str, Any],
-                       version_doc: dict[str, Any], representation_docs: list[dict[str, Any]]) -> int:
+                       version_doc: dict[str, Any], representation_docs: list[dict[str, Any]],
+                       subset_found: bool = False, first_try: bool = False) -> int:
         """Insert what is missing of project/asset/subset/version/representations; returns how many.
 
         Parents (project, asset) and the subset are matched by name first, so an existing
-        OpenPype hierarchy is reused. Runs in one transaction where the server supports it.
+        OpenPype hierarchy is reused (``subset_found``: the subset document was read from the
+        store, no need to look again). Runs in one transaction where the server supports it.
+        ``first_try``: nothing of this version can be there yet (the first commit of the attempt
+        that staged it), so the version and representations are inserted without looking first;
+        should any be there after all, the insert fails and the careful path runs instead.
         """
         col = self.project(project)
 
-        def work(session=None) -> int:
+        def work(session=None, look_first: bool = True) -> int:
             inserted = 0
-            for doc in [*parents, subset_doc]:
+            for doc in [*parents, *([] if subset_found else [subset_doc])]:
                 query = {"type": doc["type"], "name": doc["name"]}
                 if doc["type"] == "subset":
                     query["parent"] = doc["parent"]
                 if col.find_one(query, session=session, projection={"_id": 1}) is None:
                     inserted += _insert_missing(col, [doc], session)
-            inserted += _insert_missing(col, [version_doc, *representation_docs], session)
+            inserted += _insert_missing(col, [version_doc, *representation_docs], session, look_first)
             return inserted
 
-        if self.supports_transactions():
-            with self.client.start_session() as session:
-                return session.with_transaction(lambda s: work(s))
-        return work()
+        def run(look_first: bool) -> int:
+            if self.supports_transactions():
+                with self.client.start_session() as session:
+                    return session.with_transaction(lambda s: work(s, look_first))
+            return work(None, look_first)
+
+        if first_try:
+            try:
+                return run(look_first=False)
+            except (BulkWriteError, DuplicateKeyError):
+                pass  # some were there (a replay after all): insert what is missing, looking first
+        return run(look_first=True)
 
 
-def _insert_missing(col: Collection, docs: list[dict[str, Any]], session) -> int:
-    """Insert the documents not there yet: one find and one insert command, whatever their number."""
+def _insert_missing(col: Collection, docs: list[dict[str, Any]], session, look_first: bool = True) -> int:
+    """Insert the documents not there yet: one find and one insert command, whatever their number
+    (only the insert when not ``look_first``: then a document already there raises)."""
+    if not look_first:
+        col.insert_many(docs, ordered=True, session=session)
+        return len(docs)
     ids = [d["_id"] for d in docs]
     present = {d["_id"] for d in col.find({"_id": {"$in": ids}}, projection={"_id": 1}, session=session)}
     missing = [d for d in docs if d["_id"] not in present]

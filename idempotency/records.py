@@ -192,17 +192,22 @@ class Records:
             return found
         return [r for r in self.col.find({"key_hash": {"$exists": False}}) if short_hash(r["_id"]) == key_hash]
 
-    def fenced_write(self, key: str, epoch: int, write: Callable[[Any], T], supports_transactions: bool) -> T:
+    def fenced_write(self, key: str, epoch: int, write: Callable[[Any], T], supports_transactions: bool,
+                     fence_update: dict[str, Any] | None = None) -> T:
         """Run ``write(session)`` only while ``epoch`` is current (invariant 9), for writes to other
         collections (reservations, staging progress) that a plain conditional update cannot fence.
 
         With transactions (replica sets, SecantusDB) the fence and the write commit together, so a
         zombie can write nothing at all. Without them the fence is checked just before the write;
         the caller compensates what a zombie may still have written in that window (see
-        Reservations.reserve)."""
+        Reservations.reserve). ``fence_update``: the record update that is the fence (a state
+        change that goes with the write: one round trip less than a separate fence)."""
+        update = dict(fence_update or {})
+        now = utcnow()
+        update["$set"] = {**update.get("$set", {}), "fenced_at": now, **({"updated_at": now} if fence_update else {})}
+
         def fence(session) -> None:
-            result = self.col.update_one({"_id": key, "epoch": epoch}, {"$set": {"fenced_at": utcnow()}},
-                                         session=session)
+            result = self.col.update_one({"_id": key, "epoch": epoch}, update, session=session)
             if result.matched_count != 1:
                 raise Superseded(f"epoch {epoch} of {key} was superseded by a newer attempt; this attempt stops "
                                  "without changing anything")

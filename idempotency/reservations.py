@@ -35,16 +35,18 @@ class Reservations:
 
     def reserve(self, key: str, project: str, asset: str, subset: str, pinned: int | None,
                 floor: int, taken_by: Callable[[int], str | None],
-                insert: Callable[[dict[str, Any]], None] | None = None) -> int:
+                insert: Callable[[dict[str, Any]], None] | None = None, known_absent: bool = False) -> int:
         """Reserve ``pinned`` or the next free number above ``floor``; idempotent per key.
 
         ``taken_by(n)`` lets the caller refuse numbers it knows are taken elsewhere (a
         version document or a folder that no reservation accounts for); it returns who
         holds the number, or None. ``insert(doc)`` writes the reservation; an attempt passes
         one fenced by its epoch (invariant 9), so a zombie cannot reserve for a rolled-back key.
+        ``known_absent``: the caller knows this key holds no reservation (the first try of its
+        first epoch), which saves the lookup; a retried call must not pass it.
         """
         insert = insert or self.col.insert_one
-        mine = self.of_key(key)
+        mine = None if known_absent else self.of_key(key)
         if mine:
             return int(mine["version"])
         ident = {"project": project, "asset": asset, "subset": subset}

@@ -62,11 +62,15 @@ def test_store_outage_during_staging_is_survived_inside_one_attempt(tmp_path, en
 
 
 def test_sigterm_during_staging_releases_the_lease_and_the_next_attempt_resumes_at_once(tmp_path, env, store):
-    render = Render(tmp_path, frames=400, size=256 * 1024, movie=False)
+    frames = 1600  # 100 MB in 64 KiB files, an fsync each: staging lasts well past its first checkpoint
+    render = Render(tmp_path, frames=frames, size=64 * 1024, movie=False)
     manifest = render.write_manifest()
     proc = subprocess.Popen([*CLI, "run", "--manifest", str(manifest), "--job-id", "jobt", "--task-id", "0",
                              "--worker", "w1", "--threads", "1", "--json", "--lease-seconds", "300"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            # an fsync per file keeps the copy slow enough to be stopped midway (with one
+                            # syncfs per batch it can all be staged before the first checkpoint)
+                            env=dict(env, ATOMIC_PUBLISH_DURABILITY="fsync"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         rec = store.records.get("deadline10:jobt:0")
@@ -82,11 +86,11 @@ def test_sigterm_during_staging_releases_the_lease_and_the_next_attempt_resumes_
     assert rec["lease"] is None
     assert rec["attempts"][-1]["outcome"] == "transient" and rec["attempts"][-1]["end"] is not None
     staged_before = len(store.staged.of_key("deadline10:jobt:0"))
-    assert 0 < staged_before < 400
+    assert 0 < staged_before < frames
 
     started = time.monotonic()
     proc2, out2 = publish(manifest, env, "jobt", "0")
     assert proc2.returncode == 0, proc2.stdout + proc2.stderr
     assert time.monotonic() - started < 60  # the 300 s lease did not have to expire
     assert out2["epoch"] == 2 and out2["reused_files"] >= staged_before - 1
-    assert out2["reused_files"] + out2["copied_files"] == 400
+    assert out2["reused_files"] + out2["copied_files"] == frames
