@@ -43,12 +43,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
         outcome = Outcome.from_error(exc, done=NOTHING_WRITTEN)
         outcome.emit(args.json)
         return outcome.exit_code
-    outcome = run(Request(manifest_path=args.manifest, job_id=args.job_id, task_id=args.task_id, openjd=openjd,
+    try:
+        submitted_metadata = _submitted_metadata(args)
+    except Exception as exc:  # a PublishError: bad settings or a root this worker lacks
+        from .classify import classify
+        from .outcome import NOTHING_WRITTEN, Outcome
+
+        outcome = Outcome.from_error(classify(exc), done=NOTHING_WRITTEN)
+        outcome.emit(args.json)
+        return outcome.exit_code
+    outcome = run(Request(manifest_path=args.manifest or "", job_id=args.job_id, task_id=args.task_id, openjd=openjd,
                           worker=args.worker, store_uri=args.store, policy=policy,
                           submitted_manifest_path=args.submitted_manifest,
-                          store_id=args.store_id or os.environ.get("ATOMIC_PUBLISH_STORE_ID") or None), guard)
+                          store_id=args.store_id or os.environ.get("ATOMIC_PUBLISH_STORE_ID") or None,
+                          metadata_path=args.metadata, submitted_metadata_path=submitted_metadata), guard)
     outcome.emit(args.json)
     return outcome.exit_code
+
+
+def _submitted_metadata(args: argparse.Namespace) -> str | None:
+    """--submitted-metadata on this worker: ayon-deadline's job names it rootless ({root[work]}/...),
+    resolved with the studio settings' roots (wrapper/metadata.py)."""
+    if args.metadata is None:
+        if args.submitted_metadata is not None:
+            from .errors import ArgumentError
+
+            raise ArgumentError("--submitted-metadata", "is for --metadata (use --submitted-manifest with --manifest)")
+        return None
+    if args.submitted_metadata is None:
+        return None
+    from .metadata import resolve_path
+    from .studio_settings import load_settings
+
+    path = args.submitted_metadata
+    return resolve_path(path, load_settings() if path.strip().startswith("{root[") else None, "--submitted-metadata")
 
 
 def _jsonable(value: Any) -> Any:
@@ -208,10 +236,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _add_command(sub, "run", HELP["run"])
-    p.add_argument("--manifest", required=True, metavar="PATH", help="path of the publish manifest (JSON)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", metavar="PATH", help="path of the publish manifest (JSON)")
+    source.add_argument("--metadata", metavar="PATH",
+                        help="an AYON or OpenPype 3 publish metadata JSON ({product}_metadata.json), as their "
+                             "submitters write it, instead of a manifest: every instance is one product, all "
+                             "published under one key; may be rootless ({root[work]}/...); roots and template from "
+                             "$ATOMIC_PUBLISH_SETTINGS (docs/ayon-openpype.md)")
     p.add_argument("--submitted-manifest", default=None, metavar="PATH",
                    help="the manifest as submitted, before Deadline path mapping: its canonical JSON is the "
                         "fingerprint, the same on every worker (default: --manifest)")
+    p.add_argument("--submitted-metadata", default=None, metavar="PATH",
+                   help="with --metadata: the metadata as submitted, before Deadline path mapping (its canonical "
+                        "JSON is the fingerprint; default: --metadata)")
     p.add_argument("--job-id", help="Deadline JobId, part of the idempotency key (with --task-id; or give "
                                     "--openjd-step)")
     p.add_argument("--task-id", help="Deadline TaskId, part of the idempotency key (with --job-id)")

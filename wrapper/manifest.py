@@ -82,6 +82,9 @@ class Representation:
     name: str
     files: tuple[str, ...]
     frames: str | None = None  # e.g. "1001-1024": the sequence must have exactly these frames
+    # what an AYON/OpenPype metadata says of the representation beyond its files (ext, tags,
+    # colorspaceData, frameStart/frameEnd, fps): for a catalogue that writes them (wrapper/metadata.py)
+    data: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ class Manifest:
     roots: dict[str, dict[str, str]] = field(default_factory=dict)   # name -> platform -> path
     platform_roots: dict[str, str] = field(default_factory=dict)     # name -> path on this platform
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # the version data AYON's integrator writes (families, frame range, handles, fps, resolution,
+    # colorspace, intent...), from an AYON/OpenPype metadata instance (wrapper/metadata.py); {} otherwise
+    version_data: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def canonical(self) -> str:
         """The manifest as given, as canonical JSON (what the fingerprint hashes by default)."""
