@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from pymongo.errors import DuplicateKeyError
 
@@ -27,7 +27,7 @@ class Store:
     """
 
     def __init__(self, client, database: str | None = None, described_as: str = "",
-                 state_database: str | None = None):
+                 state_database: str | None = None, catalog: Any = None):
         self.client = client
         self.described_as = described_as
         state = client[state_database or os.environ.get("ATOMIC_PUBLISH_STATE_DATABASE", STATE_DATABASE)]
@@ -36,7 +36,10 @@ class Store:
         self.staged = StagedFiles(state["staged_files"])
         self.meta = state["meta"]
         self._store_id: str | None = None
-        self.catalog = Catalog(client, database or os.environ.get("ATOMIC_PUBLISH_DATABASE", "avalon"))
+        # The catalogue is received (issue 15: wrapper/catalogs, registry.from_environment builds one on
+        # this client); without one, the OpenPype documents helper on this client, as before.
+        self.catalog = catalog if catalog is not None else \
+            Catalog(client, database or os.environ.get("ATOMIC_PUBLISH_DATABASE", "avalon"))
 
     def ensure_indexes(self) -> None:
         """Create the indexes unless they exist: one round trip on every attempt after the first.
@@ -94,11 +97,15 @@ class Store:
         self.client.close()
 
 
-def open_store(cli_uri: str | None = None, ensure_indexes: bool = True, start_embedded: bool = True) -> Store:
+def open_store(cli_uri: str | None = None, ensure_indexes: bool = True, start_embedded: bool = True,
+               catalog: Callable[[Any], Any] | None = None) -> Store:
     """Resolve the URI (see connection.resolve_uri), connect, and make sure the indexes exist
-    (read-only commands such as audit and status skip that write, and start no embedded store)."""
+    (read-only commands such as audit and status skip that write, and start no embedded store).
+    ``catalog``: builds the catalogue from the connected client (e.g. ``lambda client:
+    registry.from_environment(client=client)``); None keeps the OpenPype documents helper."""
     uri, where = resolve_uri(cli_uri, start_embedded)
-    store = Store(connect(uri), described_as=where)
+    client = connect(uri)
+    store = Store(client, described_as=where, catalog=catalog(client) if catalog is not None else None)
     if ensure_indexes:
         store.ensure_indexes()
     return store

@@ -157,3 +157,47 @@ class StorageFull(TransientError):
     freeing space is what fixes it; never escalated to permanent, never rolled back (issue 16)."""
 
     default_todo = "free space on the publish storage (or raise the quota); the next attempt resumes"
+
+
+# -- the catalogue (wrapper/catalogs): where versions become visible (issue 15) -----------------
+
+class CatalogUnavailable(TransientError):
+    """The catalogue (the AYON server, OpenPype's MongoDB) did not answer, or answered 5xx: the
+    publish resumes when it is back, nothing of the batch became visible."""
+
+    default_todo = "check that the catalogue server is reachable from this worker; the publish resumes when it answers"
+
+
+class CatalogRefused(PermanentError):
+    """The catalogue refused what the publish asks (a missing folder or task, an unknown status,
+    a 4xx other than authentication): another attempt would be refused the same way."""
+
+    default_todo = "fix the publish's folder, task or status (or the catalogue's settings) and resubmit the job"
+
+
+class CatalogAuthRefused(PermanentError):
+    """The catalogue refused the farm's credentials (the API key of the plugin configuration):
+    every worker holds the same key, so no retry helps. The key is never part of the message."""
+
+    default_todo = ("set a valid API key of an AYON service user in the AtomicPublish plugin configuration "
+                    "(AyonApiKey), then requeue the job")
+
+
+class CatalogAuthRefusedHere(WorkerLocalError):
+    """The catalogue refused the credentials this worker's own environment gives (``AYON_API_KEY``
+    set on the worker): another worker may hold a valid one."""
+
+    default_todo = ("fix AYON_API_KEY in this worker's environment (or remove it to use the plugin "
+                    "configuration's AyonApiKey); the farm moves the task to another worker")
+
+
+class CatalogNumberTaken(TransientError):
+    """Another client of the catalogue created version ``number`` of the product between the
+    reservation and the commit; nothing is visible yet, so the core takes the next free number."""
+
+    default_todo = "nothing: the next attempt takes the next free version number"
+
+    def __init__(self, cause: str, number: int, product: str = "", todo: str | None = None):
+        super().__init__(cause, todo)
+        self.number = number
+        self.product = product

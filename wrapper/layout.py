@@ -189,3 +189,51 @@ def _check_frames(field: str, spec: str, found: set[str]) -> None:
     extra = sorted(have - wanted)
     if extra:
         raise ManifestError(field, f"frame {extra[0]} is not in {spec}")
+
+
+# -- rootless paths (moved from documents.py: every catalogue and integration uses them) --------
+
+ROOT_NAME = "publish"
+
+
+def rootless(path: str, manifest: Manifest) -> str:
+    """``/mnt/projects/demo/...`` -> ``{root[work]}/demo/...`` (OpenPype's and AYON's rootless form).
+
+    The manifest's named root that holds the path (the longest) is used; without named roots,
+    the publish root is the root named ``publish``."""
+    candidates = dict(manifest.platform_roots) or {ROOT_NAME: manifest.publish_root}
+    best = None
+    for name, root in candidates.items():
+        root = os.path.normpath(root)
+        if os.path.commonpath([os.path.normpath(path), root]) == root and (best is None or len(root) > len(best[1])):
+            best = (name, root)
+    if best is None:
+        best = (ROOT_NAME, os.path.normpath(manifest.publish_root))
+    rel = os.path.relpath(path, best[1]).replace(os.sep, "/")
+    return f"{{root[{best[0]}]}}/{rel}"
+
+
+def resolve_rootless(path: str, manifest: Manifest) -> str:
+    """``{root[work]}/demo/...`` -> this worker's path, with its own (path-mapped) roots.
+
+    Records keep the version's folders in this form too, so that a roll-forward on a worker
+    that reaches the same storage through another mount finds them and writes the same
+    documents as the first worker would have (issue 16: never ``{root[publish]}/../..``)."""
+    from .manifest import ROOT_REF
+
+    m = ROOT_REF.match(path)
+    if not m:
+        return path
+    roots = dict(manifest.platform_roots)
+    base = roots.get(m["name"]) or (manifest.publish_root if m["name"] == ROOT_NAME else None)
+    if base is None:
+        from .errors import WorkerLocalError
+
+        raise WorkerLocalError(f"root {m['name']!r} of {path} has no path on this worker",
+                               "add it to the manifest's roots for this platform")
+    return os.path.normpath(base.rstrip("/\\") + m["rest"])
+
+
+def context_roots(manifest: Manifest) -> dict:
+    """``context.root``: every named root on every platform, so that any platform can resolve."""
+    return {name: dict(paths) for name, paths in manifest.roots.items()} or {ROOT_NAME: manifest.publish_root}
