@@ -27,6 +27,7 @@ class Catalog:
         self.db = client[database]
         self._found: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._highest: dict[tuple[str, str, str], tuple[int, float]] = {}  # (highest version seen, when)
+        self._indexed: set[str] = set()  # projects known to have the lookup index
 
     def project(self, name: str) -> Collection:
         return self.db[name]
@@ -56,12 +57,14 @@ class Catalog:
 
     def highest_version(self, project: str, asset: str, subset: str) -> int:
         subset_id = self._subset_id(project, asset, subset)
-        if subset_id is None:
-            return 0
-        doc = self.project(project).find_one({"type": "version", "parent": subset_id}, sort=[("name", -1)],
-                                             projection={"name": 1})
+        doc = None if subset_id is None else self.project(project).find_one(
+            {"type": "version", "parent": subset_id}, sort=[("name", -1)],
+            projection={"name": 1, "data.atomic_publish.key": 1})
         highest = int(doc["name"]) if doc else 0
         self._highest[(project, asset, subset)] = (highest, time.monotonic())
+        if doc and (doc.get("data") or {}).get("atomic_publish", {}).get("key"):
+            # an atomic-publish commit made this version, after ensure_project_index: the index is there
+            self._indexed.add(project)
         return highest
 
     def version_holder(self, project: str, asset: str, subset: str, number: int) -> str | None:
@@ -82,8 +85,12 @@ class Catalog:
         return (doc.get("data") or {}).get("atomic_publish", {}).get("key", "")
 
     def ensure_project_index(self, project: str) -> None:
-        """(type, parent, name): the lookups above, on a project collection that grows with every publish."""
+        """(type, parent, name): the lookups above, on a project collection that grows with every publish.
+        Not again where a version made by an earlier commit (which made the index first) was read."""
+        if project in self._indexed:
+            return
         self.project(project).create_index([("type", 1), ("parent", 1), ("name", 1)], name="atomic_publish_lookup")
+        self._indexed.add(project)
 
     def insert_publish(self, project: str, parents: list[dict[str, Any]], subset_doc: dict[str, Any],
                        version_doc: dict[str, Any], representation_docs: list[dict[str, Any]],
@@ -100,15 +107,17 @@ class Catalog:
         col = self.project(project)
 
         def work(session=None, look_first: bool = True) -> int:
-            inserted = 0
+            missing = []  # parents and subset not there by name
             for doc in [*parents, *([] if subset_found else [subset_doc])]:
                 query = {"type": doc["type"], "name": doc["name"]}
                 if doc["type"] == "subset":
                     query["parent"] = doc["parent"]
                 if col.find_one(query, session=session, projection={"_id": 1}) is None:
-                    inserted += _insert_missing(col, [doc], session)
-            inserted += _insert_missing(col, [version_doc, *representation_docs], session, look_first)
-            return inserted
+                    missing.append(doc)
+            if not look_first:  # nothing of this version can be there: one insert for all of it
+                return _insert_missing(col, [*missing, version_doc, *representation_docs], session, False)
+            inserted = _insert_missing(col, missing, session) if missing else 0
+            return inserted + _insert_missing(col, [version_doc, *representation_docs], session)
 
         def run(look_first: bool) -> int:
             if self.supports_transactions():

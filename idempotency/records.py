@@ -65,6 +65,14 @@ def lease_is_live(lease: dict[str, Any] | None, now: dt.datetime) -> bool:
     return True
 
 
+def product_views(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The fields of every product of a publish: the record itself (product 0), then its
+    ``extra_products`` (a publish of several products, invariant 10), each with ``version``,
+    ``final_dir``, ``staging_dir``, ``staging_dirs``... as one-product records hold them."""
+    extra = rec.get("extra_products") or {}
+    return [rec] + [extra[i] for i in sorted(extra, key=int)]
+
+
 def check_fingerprint(rec: dict[str, Any], fingerprint: str) -> None:
     """Same key, other manifest: a permanent error that changes nothing (like HTTP 422)."""
     if rec["fingerprint"] != fingerprint:

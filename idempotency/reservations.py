@@ -46,10 +46,10 @@ class Reservations:
         first epoch), which saves the lookup; a retried call must not pass it.
         """
         insert = insert or self.col.insert_one
-        mine = None if known_absent else self.of_key(key)
+        ident = {"project": project, "asset": asset, "subset": subset}
+        mine = None if known_absent else self.col.find_one({"key": key, **ident})  # per product of the key
         if mine:
             return int(mine["version"])
-        ident = {"project": project, "asset": asset, "subset": subset}
         if pinned is not None:
             holder = self.col.find_one({**ident, "version": pinned})
             if holder and holder.get("key") != key:
@@ -76,7 +76,7 @@ class Reservations:
                             "created_at": utcnow()})
                     return candidate
                 except DuplicateKeyError:
-                    mine = self.of_key(key)
+                    mine = self.col.find_one({"key": key, **ident})
                     if mine:
                         return int(mine["version"])
             candidate += 1
@@ -89,7 +89,7 @@ class Reservations:
         return self.col.delete_many({"key": key, "epoch": epoch, "state": "reserved"}).deleted_count
 
     def mark_committed(self, key: str) -> None:
-        self.col.update_one({"key": key}, {"$set": {"state": "committed", "committed_at": utcnow()}})
+        self.col.update_many({"key": key}, {"$set": {"state": "committed", "committed_at": utcnow()}})
 
     def release(self, key: str) -> int:
         """Give the number back (rollback); committed reservations are never released."""

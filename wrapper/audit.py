@@ -83,24 +83,27 @@ class Auditor:
         for rec in self.store.records.col.find({}, projection={"attempts": {"$slice": -1}}):
             self.report.checked["records"] += 1
             key, state = rec["_id"], rec.get("state")
-            for ep, folder in (rec.get("staging_dirs") or {}).items():
-                if folder:
-                    self.known_staging.add(folder)
-                    self.epochs_by_hash.setdefault(short_hash(key), set()).add(str(ep))
+            views = R.product_views(rec)  # one per product of the publish (invariant 10)
             self.epochs_by_hash.setdefault(short_hash(key), set())
-            if rec.get("final_dir"):
-                self.known_final.add(rec["final_dir"])
-            if state == R.COMMITTING:
-                self.check_committing(rec)
-            if state == R.PUBLISHED:
-                self.check_published(rec)
-            elif state == R.ROLLED_BACK:
+            for view in views:
+                for ep, folder in (view.get("staging_dirs") or {}).items():
+                    if folder:
+                        self.known_staging.add(folder)
+                        self.epochs_by_hash[short_hash(key)].add(str(ep))
+                if view.get("final_dir"):
+                    self.known_final.add(view["final_dir"])
+            if state == R.ROLLED_BACK:
                 self.check_rolled_back(rec)
-            elif rec.get("final_dir") and os.path.isdir(rec["final_dir"]) and state not in (R.COMMITTING,):
-                marker = read_marker(rec["final_dir"])
-                if marker and marker.get("key") == key:
-                    self.report.add(4, key, f"final folder {rec['final_dir']} exists but the record is {state}",
-                                    "run the task again: it rolls forward or back; never edit the folder by hand")
+            for view in views:
+                if state == R.COMMITTING:
+                    self.check_committing(rec, view)
+                elif state == R.PUBLISHED:
+                    self.check_published(rec, view, len(views) > 1)
+                elif state != R.ROLLED_BACK and view.get("final_dir") and os.path.isdir(view["final_dir"]):
+                    marker = read_marker(view["final_dir"])
+                    if marker and marker.get("key") == key:
+                        self.report.add(4, key, f"final folder {view['final_dir']} exists but the record is {state}",
+                                        "run the task again: it rolls forward or back; never edit the folder by hand")
             self.check_old_staging(rec)
 
     def _version_doc(self, rec: dict[str, Any]) -> dict[str, Any] | None:
@@ -109,14 +112,19 @@ class Auditor:
             return None
         return self.store.catalog.project(project).find_one({"type": "version", "data.atomic_publish.key": rec["_id"]})
 
-    def check_published(self, rec: dict[str, Any]) -> None:
-        key, final = rec["_id"], rec.get("final_dir")
-        project = (rec.get("subset") or {}).get("project")
-        docs = list(self.store.catalog.project(project).find(
-            {"type": "version", "data.atomic_publish.key": key}, projection={"_id": 1, "name": 1}))
+    def check_published(self, rec: dict[str, Any], view: dict[str, Any] | None = None, several: bool = False) -> None:
+        view = rec if view is None else view
+        key, final = rec["_id"], view.get("final_dir")
+        subject = view.get("subset") or rec.get("subset") or {}
+        project = subject.get("project")
+        query: dict[str, Any] = {"type": "version", "data.atomic_publish.key": key}
+        if several:  # a publish of several products: one version document per product
+            query["data.atomic_publish.product"] = subject.get("subset")
+        docs = list(self.store.catalog.project(project).find(query, projection={"_id": 1, "name": 1}))
         if len(docs) != 1:
+            what = f"product {subject.get('subset')} of the published key" if several else "published key"
             self.report.add(1 if len(docs) > 1 else 2, key,
-                            f"published key has {len(docs)} version documents in project {project}",
+                            f"{what} has {len(docs)} version documents in project {project}",
                             "restore the version document from the record (atomic-publish run of the task "
                             "rolls it forward only before PUBLISHED); investigate who deleted or duplicated it")
         if not final or not os.path.isdir(final):
@@ -129,7 +137,7 @@ class Auditor:
                             "restore the marker or the folder from backup")
         # the storage's own clock at the commit (the final folder's change time then): a file changed
         # later has a later change time, whatever the clocks of the publisher and of this host say
-        committed_ns = rec.get("committed_ctime_ns")
+        committed_ns = view.get("committed_ctime_ns")
         for doc in docs[:1]:
             reps = self.store.catalog.project(project).find({"type": "representation", "parent": doc["_id"]})
             for rep in reps:
@@ -173,14 +181,15 @@ class Auditor:
         name = doc_file.get("path", "").replace("\\", "/").rsplit("/", 1)[-1]
         return name in self._linked[key]
 
-    def check_committing(self, rec: dict[str, Any]) -> None:
+    def check_committing(self, rec: dict[str, Any], view: dict[str, Any] | None = None) -> None:
         """Invariant 7: a COMMITTING record's files are in its staging folder or its final folder."""
-        final, staging = rec.get("final_dir"), rec.get("staging_dir")
+        view = rec if view is None else view
+        final, staging = view.get("final_dir"), view.get("staging_dir")
         parent = os.path.dirname(final or staging or "")
         if not parent or not os.path.isdir(parent):
             return  # this host cannot see that storage: nothing can be said from here
         if not (final and os.path.isdir(final)) and not (staging and os.path.isdir(staging)):
-            self.report.add(7, rec["_id"], f"committing version v{rec.get('version')} has lost its files: neither "
+            self.report.add(7, rec["_id"], f"committing version v{view.get('version')} has lost its files: neither "
                                            f"its staging folder {staging} nor its final folder {final} exists",
                             "restore the staging folder from backup (the record names it), then run the task "
                             "again: it rolls forward; investigate what removed it")
@@ -190,12 +199,13 @@ class Auditor:
         if self._version_doc(rec) is not None:
             self.report.add(3, key, "rolled-back key has a version document",
                             "delete that version document and its representations")
-        final = rec.get("final_dir")
-        if final and os.path.lexists(final):
-            marker = read_marker(final)
-            if marker and marker.get("key") == key:
-                self.report.add(3, key, f"rolled-back key left its final folder {final}", "delete the folder")
-        for folder in (rec.get("staging_dirs") or {}).values():
+        for view in R.product_views(rec):
+            final = view.get("final_dir")
+            if final and os.path.lexists(final):
+                marker = read_marker(final)
+                if marker and marker.get("key") == key:
+                    self.report.add(3, key, f"rolled-back key left its final folder {final}", "delete the folder")
+        for folder in (f for v in R.product_views(rec) for f in (v.get("staging_dirs") or {}).values()):
             if folder and os.path.lexists(folder):
                 self.report.add(3, key, f"rolled-back key left staging folder {folder}",
                                 "run `atomic-publish gc`")
@@ -211,7 +221,7 @@ class Auditor:
             return  # running, or crashed: the next attempt cleans up
         if rec.get("state") == R.COMMITTING:
             return  # its staging folder (of whichever epoch) holds the version's files (invariant 7)
-        for ep, folder in (rec.get("staging_dirs") or {}).items():
+        for ep, folder in ((ep, f) for v in R.product_views(rec) for ep, f in (v.get("staging_dirs") or {}).items()):
             if folder and int(ep) < int(rec.get("epoch", 0)) and os.path.isdir(folder):
                 self.report.add(6, rec["_id"], f"staging folder {folder} of epoch {ep} remains after epoch "
                                                f"{rec['epoch']} ended", "run `atomic-publish gc`")

@@ -63,6 +63,11 @@ def _removable(rec: dict[str, Any], epoch: str) -> bool:
     return int(epoch) < int(rec.get("epoch", 0))
 
 
+def _listed(rec: dict[str, Any], epoch: str) -> list[str]:
+    """The staging folders of ``epoch`` that the record names (one per product)."""
+    return [f for v in R.product_views(rec) for ep, f in (v.get("staging_dirs") or {}).items() if ep == epoch and f]
+
+
 def _idle(rec: dict[str, Any], older_than: float) -> bool:
     """No live lease (judged by the store's clock) and untouched for ``older_than``."""
     return not lease_is_live(rec.get("lease"), utcnow()) and clock.age_seconds(rec.get("updated_at")) >= older_than
@@ -81,9 +86,10 @@ class Collector:
 
     def run(self, roots: list[str]) -> dict[str, int]:
         for rec in self.store.records.scan():
-            for folder in (rec.get("staging_dirs") or {}).values():
-                self.known.add(folder)
-            self.known.add(rec.get("final_dir"))
+            for view in R.product_views(rec):
+                for folder in (view.get("staging_dirs") or {}).values():
+                    self.known.add(folder)
+                self.known.add(view.get("final_dir"))
             self.record(rec)
         self.orphan_reservations()
         for root in roots:
@@ -95,7 +101,7 @@ class Collector:
         key, epoch = rec["_id"], int(rec.get("epoch", 0))
         if not _idle(rec, self.older_than):
             return
-        for ep, folder in (rec.get("staging_dirs") or {}).items():
+        for ep, folder in ((ep, f) for v in R.product_views(rec) for ep, f in (v.get("staging_dirs") or {}).items()):
             if folder and _removable(rec, ep) and os.path.isdir(folder):
                 self.remove_if_still(folder, key, ep, f"staging of epoch {ep} of {key}, now {rec.get('state')} at "
                                                       f"epoch {epoch}")
@@ -117,9 +123,9 @@ class Collector:
     def remove_if_still(self, folder: str, key: str, epoch: str, why: str) -> None:
         """Remove ``folder`` only if the record, read again now, still lets it go."""
         fresh = self.store.records.get(key)
-        listed = (fresh or {}).get("staging_dirs", {}).get(epoch)
+        listed = _listed(fresh, epoch) if fresh else []
         if fresh is None or not _idle(fresh, self.older_than) or not _removable(fresh, epoch) \
-                or (listed and not same_folder(listed, folder)):
+                or (listed and not any(same_folder(f, folder) for f in listed)):
             self.leave(folder, f"the record of {key} changed since gc looked ({(fresh or {}).get('state')}); "
                                "left for the next run")
             return
@@ -153,10 +159,11 @@ class Collector:
             return
         records = self.store.records.by_key_hash(key_hash)  # read now: a publish may have begun since the scan
         if records:
-            listing = [r for r in records if epoch in (r.get("staging_dirs") or {})]
+            listing = [r for r in records if _listed(r, epoch)]
             if listing:
                 self.leave(path, f"record {listing[0]['_id']} names epoch {epoch} under another path "
-                                 f"({listing[0]['staging_dirs'][epoch]}) that cannot be matched to this one from here")
+                                 f"({', '.join(_listed(listing[0], epoch))}) that cannot be matched to this one "
+                                 "from here")
                 return
             rec = records[0]
             if len(records) == 1 and _idle(rec, self.older_than) and _removable(rec, epoch) \
@@ -177,7 +184,7 @@ class Collector:
 
     def remove_if_unlisted(self, path: str, key: str, epoch: str) -> None:
         fresh = self.store.records.get(key)
-        if fresh is None or epoch in (fresh.get("staging_dirs") or {}) or not _idle(fresh, self.older_than) \
+        if fresh is None or _listed(fresh, epoch) or not _idle(fresh, self.older_than) \
                 or not _removable(fresh, epoch):
             self.leave(path, f"the record of {key} changed since gc looked; left for the next run")
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
@@ -24,7 +25,7 @@ from .commit import move_into_place, read_marker, write_marker
 from .documents import parent_documents, resolve_rootless, rootless, version_documents
 from .errors import (BUSY, PERMANENT, TRANSIENT, DestinationError, ManifestError, PublishError,
                      PublishRootUnavailable, RolledBack, SourceError, StagingTaken, StorageInvisible, Superseded,
-                     VersionConflict)
+                     TransientError, VersionConflict)
 from .escalation import Limits, error_type, escalate
 from .fsops import remove_tree
 from .guard import StopGuard
@@ -35,6 +36,7 @@ from .outcome import CHANGED_NOTHING_MORE, EXIT_CODES, EXIT_OK, NOTHING_WRITTEN,
 from .staging import allowed_source_roots, check_sources, file_id, fsync_dir, stage
 
 ORDER = {s: i for i, s in enumerate(R.STATES)}
+FENCE_FRESH_SECONDS = 1.0  # far below any lease: a fenced write this recent proves the epoch
 T = TypeVar("T")
 
 
@@ -60,13 +62,16 @@ class Request:
     submitted_manifest_path: str | None = None  # before Deadline path mapping: the fingerprint's source
     openjd: dict[str, Any] | None = None  # {"job_id", "step", "task_parameters"}: the key of an OpenJD task
     store_id: str | None = None  # the store the job was submitted for (plugin info StoreId); None: unchecked
+    metadata_path: str | None = None  # an AYON / OpenPype publish metadata JSON instead of a manifest
+    submitted_metadata_path: str | None = None  # the metadata as submitted (the fingerprint's source)
 
 
 def run(req: Request, guard: StopGuard | None = None) -> Outcome:
     """Run one attempt and return its outcome; never raises for a classified failure."""
     guard = guard or StopGuard()
     try:
-        manifest = load_manifest(req.manifest_path)
+        products, submitted = _load_products(req)
+        manifest = products[0]
         try:
             if req.openjd is not None:
                 key = openjd_key(req.openjd["job_id"], req.openjd["step"], req.openjd["task_parameters"])
@@ -74,16 +79,18 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
                 key = deadline_key(req.job_id, req.task_id)
         except KeyError_ as exc:
             raise ManifestError(exc.field, exc.problem, "fix the job submission") from None
-        plan_files(manifest, 1)
-        version_dir(manifest, 1)
+        for product in products:
+            plan_files(product, 1)
+            version_dir(product, 1)
         integrations = integrate.build(manifest)
-        submitted = (read_json(req.submitted_manifest_path, "--submitted-manifest")
-                     if req.submitted_manifest_path else manifest.raw)
+        if integrations and len(products) > 1:
+            raise ManifestError("integrations", f"are not supported yet for a publish of {len(products)} products "
+                                "(one metadata JSON with several instances); publish them without integrations")
         print_ = fingerprint(canonical_json(submitted))
     except PublishError as exc:
         return Outcome.from_error(exc, done=NOTHING_WRITTEN)
     try:  # not retried here: a task that cannot reach the store fails fast and the farm requeues it
-        store = open_store(req.store_uri)
+        store = open_store(req.store_uri, ensure_indexes=False)  # made before the first write (Attempt.run)
     except Exception as exc:
         return Outcome.from_error(classify(exc), key=key, done=NOTHING_WRITTEN)
     try:
@@ -91,9 +98,47 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
             store.check_store_id(req.store_id)
         except PublishError as exc:  # the wrong store: write nothing into it
             return Outcome.from_error(exc, key=key, done=NOTHING_WRITTEN)
-        return Attempt(store, manifest, key, print_, req, guard, integrations).run()
+        return Attempt(store, manifest, key, print_, req, guard, integrations, products).run()
     finally:
         store.close()
+
+
+def _load_products(req: Request) -> tuple[list[Manifest], Any]:
+    """The products of this publish (one for a manifest, one per instance for an AYON or OpenPype
+    metadata JSON) and what the fingerprint is taken from: the job's file as submitted."""
+    if req.metadata_path:
+        from .metadata import load_publish
+
+        publish = load_publish(req.metadata_path)
+        submitted = (read_json(req.submitted_metadata_path, "--submitted-metadata")
+                     if req.submitted_metadata_path else publish.raw)
+        return list(publish.products), submitted
+    manifest = load_manifest(req.manifest_path)
+    submitted = (read_json(req.submitted_manifest_path, "--submitted-manifest")
+                 if req.submitted_manifest_path else manifest.raw)
+    return [manifest], submitted
+
+
+def _mirror(rec: dict[str, Any], path: str, value: Any, remove: bool = False) -> None:
+    """Apply one ``$set`` (or ``$unset``) of a dotted field to the record held in memory."""
+    *parents, last = path.split(".")
+    node: Any = rec
+    for part in parents:
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {}) if not remove else node.get(part)
+            if node is None:
+                return
+    if isinstance(node, list):
+        if last.isdigit() and int(last) < len(node) and not remove:
+            node[int(last)] = value
+    elif remove:
+        node.pop(last, None)
+    else:
+        node[last] = value
 
 
 def _make_read_only(folder: str) -> None:
@@ -123,10 +168,42 @@ def _remove_empty_parents(folder: str, root: str) -> None:
         folder = os.path.dirname(folder)
 
 
+@dataclass
+class StageTotals:
+    """What staging did, summed over the products of a publish (the record's ``stage_stats``)."""
+
+    files: int = 0
+    copied_files: int = 0
+    copied_bytes: int = 0
+    reused_files: int = 0
+    reused_bytes: int = 0
+    linked_files: int = 0
+
+    def add(self, files: int, stats: Any) -> None:
+        self.files += files
+        for name in ("copied_files", "copied_bytes", "reused_files", "reused_bytes", "linked_files"):
+            setattr(self, name, getattr(self, name) + getattr(stats, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in
+                ("copied_files", "copied_bytes", "reused_files", "reused_bytes", "linked_files")}
+
+
 class Attempt:
+    """One attempt at one publish (one key), of one product or of several products published
+    together (a metadata JSON with several instances): all their versions become visible in the
+    same commit, or none (invariant 10).
+
+    A publish of one product keeps its fields at the top of the record; a publish of several
+    keeps product 0 there and products 1..n under ``extra_products.{i}``, so that every tool that
+    reads one-product records (status, gc, audit) reads the first product unchanged and
+    ``R.product_views`` gives all of them."""
+
     def __init__(self, store: Store, manifest: Manifest, key: str, fingerprint_: str, req: Request,
-                 guard: StopGuard, integrations: list[Integration] | None = None):
+                 guard: StopGuard, integrations: list[Integration] | None = None,
+                 products: list[Manifest] | None = None):
         self.store, self.manifest, self.key, self.req, self.guard = store, manifest, key, req, guard
+        self.products: list[Manifest] = list(products) if products else [manifest]
         self.fingerprint = fingerprint_
         self.integrations = integrations or []
         self.runner = integrate.Runner(self.integrations, manifest, key, self._r, self._fenced)
@@ -137,10 +214,44 @@ class Attempt:
         self.state = R.NEW
         self.keeper: LeaseKeeper | None = None
         self.source_stats: dict[str, os.stat_result] | None = None  # from the pre-flight, reused by staging
+        self._fenced_at = float("-inf")  # when a fenced write last proved the epoch ours
+        self._closed = False  # the attempt's history entry was closed with the PUBLISHED write
+        self._last_batch: dict[str, dict[str, Any]] = {}  # staging's last batch, saved with STAGED
+        self._staging_with_reserve = False  # the reservation's transaction also writes STAGING
+        self._staging_written: dict[str, Any] | None = None
+        self._reserve_tried: set[int] = set()  # products whose reservation was tried in this attempt
 
     def _r(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
         """One leaf operation under the in-process retry policy."""
         return retry.call(operation, self.req.policy.retry, fn, *args, stop_event=self.guard.stopping)
+
+    # -- the products of this publish, in the record ------------------------------------------
+    def _view(self, i: int, rec: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Product ``i``'s fields in ``rec`` (the record itself for product 0)."""
+        rec = self.rec if rec is None else rec
+        if i == 0:
+            return rec
+        return rec.setdefault("extra_products", {}).setdefault(str(i), {})
+
+    @staticmethod
+    def _field(i: int, name: str) -> str:
+        return name if i == 0 else f"extra_products.{i}.{name}"
+
+    def _fields(self, i: int, **fields: Any) -> dict[str, Any]:
+        return {self._field(i, k): v for k, v in fields.items()}
+
+    def _remember(self, i: int, **fields: Any) -> None:
+        """Mirror a write of product ``i``'s fields in the record this attempt holds."""
+        view = self._view(i)
+        for k, v in fields.items():
+            if "." in k:
+                top, sub = k.split(".", 1)
+                view.setdefault(top, {})[sub] = v
+            else:
+                view[k] = v
+
+    def _label(self, i: int) -> str:
+        return self.products[i].subset
 
     # -- entry -------------------------------------------------------------------------
     def run(self) -> Outcome:
@@ -152,6 +263,10 @@ class Attempt:
                 return self._already(existing, deliver=True)
             if existing and existing["state"] == R.ROLLED_BACK:
                 raise self._rolled_back(existing)
+        except Exception as exc:
+            return Outcome.from_error(classify(exc), key=self.key)
+        try:  # not before: "already published" is answered without it (issue 18: <= 3 commands)
+            self.store.ensure_indexes()
         except Exception as exc:
             return Outcome.from_error(classify(exc), key=self.key)
         try:
@@ -177,11 +292,15 @@ class Attempt:
 
     def _acquire(self) -> None:
         m = self.manifest
+        fields: dict[str, Any] = {"job_id": self.req.job_id, "task_id": str(self.req.task_id),
+                                  "subset": {"project": m.project_name, "asset": m.asset, "subset": m.subset},
+                                  "manifest_json": m.canonical()}
+        if len(self.products) > 1:
+            fields["extra_products"] = {str(i): {"subset": {"project": p.project_name, "asset": p.asset,
+                                                            "subset": p.subset}, "manifest_json": p.canonical()}
+                                        for i, p in enumerate(self.products) if i}
         self.rec = self._r("take the lease", self.store.records.acquire, self.key, self.fingerprint, self.who,
-                           self.req.policy.lease_seconds,
-                           {"job_id": self.req.job_id, "task_id": str(self.req.task_id),
-                            "subset": {"project": m.project_name, "asset": m.asset, "subset": m.subset},
-                            "manifest_json": m.canonical()})
+                           self.req.policy.lease_seconds, fields)
         self.epoch, self.state = self.rec["epoch"], self.rec["state"]
         self.index = len(self.rec["attempts"]) - 1
 
@@ -196,51 +315,60 @@ class Attempt:
             if ORDER[self.state] < ORDER[R.COMMITTING]:
                 self._reserve()
                 self._stage()
-                self._claim_final_folder(renumber=True)
+                self._claim_final_folders(renumber=True)
                 self._integrate()
-                self._claim_final_folder(renumber=False)  # the last look before the point of no return
+                self._claim_final_folders(renumber=False)  # the last look before the point of no return
                 self._set(R.COMMITTING, committed_at=utcnow(), **self.runner.outbox())
                 failpoints.hit("commit.begin")
-            stats = self._commit()
+                stats = self._commit(fresh=not self.runner.gates())
+            else:
+                stats = self._commit()
         except BaseException as raw:
             if isinstance(raw, (KeyboardInterrupt, SystemExit)):
                 raise
             return self._fail(classify(raw))
-        self._finish("published", None, None)
-        progress.status(f"published v{self.rec['version']:0>3} at {self.rec['final_dir']}")
+        if not self._closed:
+            self._finish("published", None, None)
+        published = [(self._label(i), self._view(i)["version"], self._view(i)["final_dir"])
+                     for i in range(len(self.products))]
+        for label, number, folder in published:
+            progress.status(f"published v{number:0>3} of {label} at {folder}")
         pending = self._deliver(self.rec)
         note = f"; notifications pending: {', '.join(pending)} (retried later)" if pending else ""
+        what = ", ".join(f"version {n} of {label} at {folder}" for label, n, folder in published)
+        extra: dict[str, Any] = {"epoch": self.epoch, "notifications_pending": pending, **stats}
+        if len(published) > 1:
+            extra["products"] = [{"product": label, "version": n, "final_dir": folder} for label, n, folder in published]
         return Outcome("published", key=self.key, version=self.rec["version"], final_dir=self.rec["final_dir"],
-                       message=f"published version {self.rec['version']} of {self.manifest.subset} at "
-                               f"{self.rec['final_dir']} (epoch {self.epoch}){note}",
-                       exit_code=EXIT_OK, extra={"epoch": self.epoch, "notifications_pending": pending, **stats})
+                       message=f"published {what} (epoch {self.epoch}){note}", exit_code=EXIT_OK, extra=extra)
 
     # -- pre-flight --------------------------------------------------------------------
     def _preflight(self) -> None:
         """Checks that need no store write: publish root and sources visible and usable here."""
-        root = self.manifest.publish_root
         worker = self.req.worker
-        try:
-            if not os.path.isdir(root):
-                raise FileNotFoundError(2, "missing", root)
-            if not os.access(root, os.W_OK | os.X_OK):
-                raise PermissionError(13, "denied", root)
-        except OSError as exc:
-            raise classify_oserror(exc, "publish-root", root, worker) from None
-        real = os.path.realpath(root)
-        if os.path.normcase(real) != os.path.normcase(os.path.normpath(root)):
-            raise DestinationError(f"publish root {root} is a symlink to {real}; give the real path in the manifest "
-                                   "(a symlinked root lets the version land outside the storage it names)")
-        self.source_stats = check_sources(plan_files(self.manifest, 1), worker, allowed_source_roots())
-        check_inside_root(version_dir(self.manifest, 1), root)
-        if self.manifest.version is not None:  # a pinned number whose folder belongs to someone else
-            final = version_dir(self.manifest, self.manifest.version)
-            if os.path.lexists(final):
-                marker = read_marker(final)
-                if not marker or marker.get("key") != self.key:
-                    owner = f"publish {marker['key']}" if marker else "nobody (no atomic-publish marker)"
-                    raise VersionConflict(f"version {self.manifest.version} folder {final} belongs to {owner}; "
+        stats: dict[str, os.stat_result] = {}
+        for m in self.products:
+            root = m.publish_root
+            try:
+                if not os.path.isdir(root):
+                    raise FileNotFoundError(2, "missing", root)
+                if not os.access(root, os.W_OK | os.X_OK):
+                    raise PermissionError(13, "denied", root)
+            except OSError as exc:
+                raise classify_oserror(exc, "publish-root", root, worker) from None
+            real = os.path.realpath(root)
+            if os.path.normcase(real) != os.path.normcase(os.path.normpath(root)):
+                raise DestinationError(f"publish root {root} is a symlink to {real}; give the real path in the "
+                                       "manifest (a symlinked root lets the version land outside the storage it names)")
+            stats.update(check_sources(plan_files(m, 1), worker, allowed_source_roots()))
+            check_inside_root(version_dir(m, 1), root)
+            if m.version is not None:  # a pinned number whose folder belongs to someone else
+                final = version_dir(m, m.version)
+                owner = self._folder_owner(final)
+                if owner is not None:
+                    raise VersionConflict(f"version {m.version} of {m.subset}: folder {final} belongs to {owner}; "
                                           "nothing was overwritten")
+        self.source_stats = stats
         for integration in self.integrations:
             integration.check_environment()
 
@@ -248,16 +376,19 @@ class Attempt:
         """A COMMITTING record only rolls forward (invariant 7). A worker that cannot see the
         storage (an empty mountpoint, a missing publish root) must say so as worker-local, so that
         the farm moves the task to a worker that can, and never as permanent."""
-        root, worker = self.manifest.publish_root, self.req.worker
-        if not os.path.isdir(root) or not os.access(root, os.W_OK | os.X_OK):
-            raise PublishRootUnavailable(f"worker {worker} cannot use the publish root {root} to finish the commit "
-                                         f"of v{rec['version']:0>3}")
-        final, staging = self._local_final(rec), self._local_staging(rec)
-        if not os.path.isdir(final) and not (staging and os.path.isdir(staging)):
-            raise StorageInvisible(
-                f"worker {worker} sees neither the staging folder {staging} nor the final folder {final} of "
-                f"v{rec['version']:0>3}, which is committing (past the point of no return): an empty or missing "
-                "mount on this worker; nothing was changed")
+        worker = self.req.worker
+        for i, m in enumerate(self.products):
+            view = self._view(i, rec)
+            root = m.publish_root
+            if not os.path.isdir(root) or not os.access(root, os.W_OK | os.X_OK):
+                raise PublishRootUnavailable(f"worker {worker} cannot use the publish root {root} to finish the "
+                                             f"commit of v{view['version']:0>3} of {m.subset}")
+            final, staging = self._local_final(i, rec), self._local_staging(i, rec)
+            if not os.path.isdir(final) and not (staging and os.path.isdir(staging)):
+                raise StorageInvisible(
+                    f"worker {worker} sees neither the staging folder {staging} nor the final folder {final} of "
+                    f"v{view['version']:0>3} of {m.subset}, which is committing (past the point of no return): an "
+                    "empty or missing mount on this worker; nothing was changed")
 
     def _preflight_failed(self, exc: PublishError, existing: dict[str, Any] | None) -> Outcome:
         """A permanent pre-flight failure leaves no trace (or rolls back an earlier partial
@@ -273,20 +404,18 @@ class Attempt:
         return self._fail(exc)
 
     # -- steps ---------------------------------------------------------------------------
-    def _reserve_number(self) -> int:
-        """Reserve this key's version number (its own earlier reservation if it has one)."""
-        m, cat = self.manifest, self.store.catalog
+    def _reserve_number(self, i: int = 0) -> int:
+        """Reserve product ``i``'s version number (its own earlier reservation if it has one)."""
+        m, cat = self.products[i], self.store.catalog
 
         def taken_by(number: int) -> str | None:
             final = version_dir(m, number)
-            if os.path.lexists(final):
-                marker = read_marker(final)
-                if not marker or marker.get("key") != self.key:
-                    owner = f"publish {marker['key']}" if marker else "nobody (no atomic-publish marker)"
-                    if m.version is None:
-                        progress.info(f"warning: version folder {final} exists and belongs to {owner}; "
-                                      "skipping that number (run `atomic-publish audit`)")
-                    return f"folder {final} belongs to {owner}"
+            owner = self._folder_owner(final)
+            if owner is not None:
+                if m.version is None:
+                    progress.info(f"warning: version folder {final} exists and belongs to {owner}; "
+                                  "skipping that number (run `atomic-publish audit`)")
+                return f"folder {final} belongs to {owner}"
             holder = cat.version_holder(m.project_name, m.asset, m.subset, number)
             if holder is not None and holder != self.key:
                 return f"a version document made by {holder or 'a publish outside atomic-publish'}"
@@ -294,41 +423,105 @@ class Attempt:
 
         def insert(doc: dict[str, Any]) -> None:  # fenced: a zombie reserves nothing (invariant 9)
             doc = {**doc, "epoch": self.epoch}
+            fence = None
+            if self._staging_with_reserve and self.store.supports_transactions():
+                # one product: STAGING (and where it stages) is the reservation's fence, one transaction
+                fields = self._fields(i, **self._staging_fields(i, doc["version"]))
+                fence = {"$set": {"state": R.STAGING, **fields}}
             self.store.records.fenced_write(self.key, self.epoch,
                                             lambda s: self.store.reservations.col.insert_one(doc, session=s),
-                                            self.store.supports_transactions())
+                                            self.store.supports_transactions(), fence)
+            if fence is not None:
+                self._fenced_at = time.monotonic()
+                self._staging_written = fence["$set"]
 
         def reserve() -> int:
+            # epoch 1, first try of the attempt: this key has never reserved anything (a retry, or a
+            # renumbering, looks: the first try may have reserved before its answer was lost)
+            known_absent = self.epoch == 1 and i not in self._reserve_tried
+            self._reserve_tried.add(i)
             return self.store.reservations.reserve(
                 self.key, m.project_name, m.asset, m.subset, m.version,
-                cat.highest_version(m.project_name, m.asset, m.subset), taken_by, insert)
+                cat.highest_version(m.project_name, m.asset, m.subset), taken_by, insert, known_absent)
 
         return self._r("reserve a version number", reserve)
 
-    def _reserve(self) -> None:
-        m = self.manifest
-        version = self._reserve_number()
+    def _staging_fields(self, i: int, version: int) -> dict[str, Any]:
+        """Where product ``i`` stages and lands as ``version``: the STAGING fields of the record."""
+        m = self.products[i]
         final_dir = version_dir(m, version)
         check_inside_root(final_dir, m.publish_root)
         staging_dir = os.path.join(os.path.dirname(final_dir),
                                    f".{os.path.basename(final_dir)}.staging-{short_hash(self.key)}-e{self.epoch}")
         staging_rootless = rootless(staging_dir, m)
+        return {"version": version, "final_dir": final_dir, "staging_dir": staging_dir,
+                "final_rootless": rootless(final_dir, m), "staging_rootless": staging_rootless,
+                f"staging_dirs.{self.epoch}": staging_dir, f"staging_rootless_dirs.{self.epoch}": staging_rootless}
+
+    def _reserve(self) -> None:
+        fields: dict[str, Any] = {}
+        self._staging_written = None
+        self._staging_with_reserve = len(self.products) == 1  # issue 18: one write less per publish
         try:
-            self._set(R.STAGING, version=version, final_dir=final_dir, staging_dir=staging_dir,
-                      final_rootless=rootless(final_dir, m), staging_rootless=staging_rootless,
-                      **{f"staging_dirs.{self.epoch}": staging_dir,
-                         f"staging_rootless_dirs.{self.epoch}": staging_rootless})
-        except Superseded:
-            self._release_stray_reservation()
-            raise
-        self.rec.setdefault("staging_dirs", {})[str(self.epoch)] = staging_dir
-        self.rec.setdefault("staging_rootless_dirs", {})[str(self.epoch)] = staging_rootless
+            for i in range(len(self.products)):
+                fields.update(self._fields(i, **self._staging_fields(i, self._reserve_number(i))))
+        finally:
+            self._staging_with_reserve = False
+        if self._staging_written == {"state": R.STAGING, **fields}:  # written with the reservation
+            self.state = R.STAGING
+            self.rec.update({k: v for k, v in fields.items() if "." not in k}, state=R.STAGING)
+        else:
+            try:
+                self._set(R.STAGING, **fields)
+            except Superseded:
+                self._release_stray_reservation()
+                raise
+        for i in range(len(self.products)):
+            view = self._view(i)
+            for name in ("version", "final_dir", "staging_dir", "final_rootless", "staging_rootless"):
+                view[name] = fields[self._field(i, name)]
+            view.setdefault("staging_dirs", {})[str(self.epoch)] = view["staging_dir"]
+            view.setdefault("staging_rootless_dirs", {})[str(self.epoch)] = view["staging_rootless"]
         failpoints.hit("reserve.after")
-        progress.status(f"reserved v{version:0>3} for {m.subset}")
+        for i in range(len(self.products)):
+            progress.status(f"reserved v{self._view(i)['version']:0>3} for {self._label(i)}")
 
     def _stage(self) -> None:
-        m, rec = self.manifest, self.rec
-        staging_dir = self._local_staging()
+        batches = itertools.count()
+
+        def checkpoint(batch: dict[str, dict[str, Any]]) -> None:
+            seq = next(batches)  # outside the retried call: a retried save replaces itself
+            self._r("save staging progress", self.store.records.fenced_write, self.key, self.epoch,
+                    lambda s: self.store.staged.save(self.key, self.epoch, seq, batch, session=s),
+                    self.store.supports_transactions())
+
+        # epoch 1 is the first attempt of this key: nothing was staged before it, no read needed
+        known = {} if self.epoch == 1 else self._r("read staging progress", self.store.staged.of_key, self.key)
+        unset: dict[str, str] = {}
+        totals = StageTotals()
+        for i in range(len(self.products)):
+            unset.update(self._stage_product(i, known, checkpoint, totals))
+        if self._last_batch:  # the last batch and STAGED in one transaction, STAGED its fence (issue 18)
+            update: dict[str, Any] = {"$set": {"state": R.STAGED, "stage_stats": totals.as_dict()}}
+            if unset:
+                update["$unset"] = unset
+            seq, last = next(batches), self._last_batch
+            self._r(f"record state {R.STAGED}", self.store.records.fenced_write, self.key, self.epoch,
+                    lambda s: self.store.staged.save(self.key, self.epoch, seq, last, session=s), True, update)
+            self._fenced_at = time.monotonic()
+            self.state = R.STAGED
+            self.rec.update(state=R.STAGED, stage_stats=totals.as_dict())
+        else:
+            self._set(R.STAGED, _unset=unset, stage_stats=totals.as_dict())
+        failpoints.hit("staged")
+        progress.status(f"staged {totals.files} files ({totals.copied_files} copied, {totals.reused_files} reused)")
+
+    def _stage_product(self, i: int, known: dict[str, dict[str, Any]], checkpoint: Callable[[dict], None],
+                       totals: "StageTotals") -> dict[str, str]:
+        """Stage product ``i`` into this epoch's folder; returns the record fields to unset (the
+        earlier epochs' folders, whose verified files moved here)."""
+        m, view = self.products[i], self._view(i)
+        staging_dir = self._local_staging(i)
         for tries_left in (2, 1, 0):  # a concurrent rollback may remove an empty parent in between
             try:
                 os.makedirs(os.path.dirname(staging_dir), exist_ok=True)
@@ -350,19 +543,9 @@ class Attempt:
         # who owns this folder, from its first moment: gc leaves another store's folders alone
         write_marker(staging_dir, {"key": self.key, "epoch": self.epoch, "store_id": self._store_id()})
         failpoints.hit("stage.begin")
-        plan = plan_files(m, rec["version"])
-
-        batches = itertools.count()
-
-        def checkpoint(batch: dict[str, dict[str, Any]]) -> None:
-            seq = next(batches)  # outside the retried call: a retried save replaces itself
-            self._r("save staging progress", self.store.records.fenced_write, self.key, self.epoch,
-                    lambda s: self.store.staged.save(self.key, self.epoch, seq, batch, session=s),
-                    self.store.supports_transactions())
-
-        known = self._r("read staging progress", self.store.staged.of_key, self.key)
+        plan = plan_files(m, view["version"])
         self._check_sources_unchanged(plan, known)
-        local_dirs = self._local_staging_dirs()
+        local_dirs = self._local_staging_dirs(i)
         old = {ep: d for ep, d in local_dirs.items() if ep != str(self.epoch)}
 
         def remove_old() -> None:  # what earlier epochs left once their verified files moved here
@@ -371,24 +554,21 @@ class Attempt:
         stats = stage(plan, staging_dir, self.epoch, known, local_dirs,
                       m.link_mode, m.verify, self.req.worker, checkpoint, self.guard.check,
                       threads=self.req.policy.threads, retry=self._r, tick=self.keeper.tick,
-                      cleanup=remove_old if old else None, src_stats=self.source_stats)
+                      cleanup=remove_old if old else None, src_stats=self.source_stats,
+                      defer_last=len(self.products) == 1 and self.store.supports_transactions())
+        self._last_batch = stats.unsaved  # saved with STAGED (synced already)
         self.guard.check()
         write_marker(staging_dir, {"key": self.key, "job_id": self.req.job_id, "task_id": str(self.req.task_id),
-                                   "version": rec["version"], "fingerprint": self.fingerprint,
+                                   "version": view["version"], "fingerprint": self.fingerprint,
                                    "epoch": self.epoch, "store_id": self._store_id(),
                                    "files": sorted(p.name for p in plan)})
         fsync_dir(staging_dir)
-        unset = {f"{field}.{ep}": "" for ep in old for field in ("staging_dirs", "staging_rootless_dirs")}
-        self._set(R.STAGED, _unset=unset, stage_stats={
-            "copied_files": stats.copied_files, "copied_bytes": stats.copied_bytes,
-            "reused_files": stats.reused_files, "reused_bytes": stats.reused_bytes,
-            "linked_files": stats.linked_files})
-        self.rec["files"] = {**known, **stats.entries}
+        totals.add(len(plan), stats)
+        self.rec["files"] = {**self.rec.get("files", known), **stats.entries}
         for ep in old:
-            self.rec["staging_dirs"].pop(ep, None)
-            (self.rec.get("staging_rootless_dirs") or {}).pop(ep, None)
-        failpoints.hit("staged")
-        progress.status(f"staged {len(plan)} files ({stats.copied_files} copied, {stats.reused_files} reused)")
+            view["staging_dirs"].pop(ep, None)
+            (view.get("staging_rootless_dirs") or {}).pop(ep, None)
+        return {self._field(i, f"{name}.{ep}"): "" for ep in old for name in ("staging_dirs", "staging_rootless_dirs")}
 
     def _integrate(self) -> None:
         """Prepare every gate integration under the key (receipts saved), before the commit."""
@@ -417,52 +597,76 @@ class Attempt:
         return integrate.deliver_pending(self.integrations, self.manifest, self.key, rec,
                                          plan_files(self.manifest, rec["version"]), quick, mark)
 
-    def _commit(self) -> dict[str, Any]:
-        """Roll forward from COMMITTING: rename, documents, PUBLISHED. Every step idempotent."""
-        self.guard.check()
-        rec = self._r("read the record", self.store.records.get, self.key)
-        if rec is None or rec["epoch"] != self.epoch:
-            raise Superseded(f"epoch {self.epoch} of {self.key} was superseded before the commit")
-        rec["files"] = self._files()
-        # this worker's paths to the recorded folders (another mount of the same storage, issue 16)
-        rec["final_dir"], rec["staging_dir"] = self._local_final(rec), self._local_staging(rec)
-        self.rec = rec
-        m = self.manifest
-        if not os.path.lexists(rec["final_dir"]) and not (rec["staging_dir"] and os.path.isdir(rec["staging_dir"])):
-            raise StorageInvisible(f"worker {self.req.worker} sees neither the staging folder {rec['staging_dir']} "
-                                   f"nor the final folder {rec['final_dir']} of v{rec['version']:0>3} (committing); "
-                                   "nothing was changed")
-        result = self._r("rename the staging folder into place", move_into_place,
-                         rec["staging_dir"], rec["final_dir"], self.key)
-        failpoints.hit("commit.rename")
-        if self.req.policy.protect_published:
-            _make_read_only(rec["final_dir"])
-        # the storage's own clock at the commit: audit compares every published file's change time
-        # with it (neither the publisher's nor the auditor's clock is involved)
-        committed_ctime_ns = os.stat(rec["final_dir"]).st_ctime_ns if os.name == "posix" else None
-        self.guard.check()
-        plan = plan_files(m, rec["version"])
-        cat = self.store.catalog
+    def _commit(self, fresh: bool = False) -> dict[str, Any]:
+        """Roll forward from COMMITTING: renames, documents, PUBLISHED. Every step idempotent.
 
-        def insert_documents() -> int:
+        ``fresh``: this attempt staged the files and has just written COMMITTING (fenced): the
+        record and the staged entries it holds in memory are the stored ones, so they are not
+        read again (two round trips). A roll-forward reads both."""
+        self.guard.check()
+        if fresh:
+            rec = dict(self.rec)
+        else:
+            rec = self._r("read the record", self.store.records.get, self.key)
+            if rec is None or rec["epoch"] != self.epoch:
+                raise Superseded(f"epoch {self.epoch} of {self.key} was superseded before the commit")
+            rec["files"] = self._files()
+        self.rec = rec
+        self._first_insert = fresh
+        products = range(len(self.products))
+        for i in products:  # this worker's paths to the recorded folders (another mount of the same storage)
+            view = self._view(i)
+            view["final_dir"], view["staging_dir"] = self._local_final(i), self._local_staging(i)
+            if not os.path.lexists(view["final_dir"]) and not (view["staging_dir"] and os.path.isdir(view["staging_dir"])):
+                raise StorageInvisible(f"worker {self.req.worker} sees neither the staging folder "
+                                       f"{view['staging_dir']} nor the final folder {view['final_dir']} of "
+                                       f"v{view['version']:0>3} of {self._label(i)} (committing); nothing was changed")
+        renamed = [self._r("rename the staging folder into place", move_into_place,
+                           self._view(i)["staging_dir"], self._view(i)["final_dir"], self.key) for i in products]
+        failpoints.hit("commit.rename")
+        published: dict[str, Any] = {}
+        for i in products:
+            final = self._view(i)["final_dir"]
+            if self.req.policy.protect_published:
+                _make_read_only(final)
+            # the storage's own clock at the commit: audit compares every published file's change
+            # time with it (neither the publisher's nor the auditor's clock is involved)
+            published.update(self._fields(i, committed_ctime_ns=os.stat(final).st_ctime_ns if os.name == "posix"
+                                          else None, staging_dir=None, staging_dirs={}, staging_rootless_dirs={}))
+        self.guard.check()
+        inserted = self._r("insert the documents", self._insert_documents)
+        failpoints.hit("commit.documents")
+        self.runner.commit_all(rec, plan_files(self.manifest, rec["version"]))
+        self._r("mark the reservation committed", self.store.reservations.mark_committed, self.key)
+        # one write: PUBLISHED, and this attempt's history entry closed with the lease released
+        self._set(R.PUBLISHED, published_at=utcnow(), **published, **self._closing("published"))
+        self._closed = True
+        failpoints.hit("commit.published")
+        stats = dict(rec.get("stage_stats") or {})
+        stats.update(rename=renamed[0] if len(renamed) == 1 else renamed, documents_inserted=inserted)
+        return stats
+
+    def _insert_documents(self) -> int:
+        """Every product's catalogue documents (deterministic ids: a replay inserts nothing twice)."""
+        cat, inserted = self.store.catalog, 0
+        first_try, self._first_insert = getattr(self, "_first_insert", False), False  # a retry looks first
+        for i, m in enumerate(self.products):
+            view = {**self.rec, **self._view(i), "files": self.rec.get("files") or {}} if i else self.rec
+            ident = self.key if len(self.products) == 1 else f"{self.key}#{m.subset}"
             cat.ensure_project_index(m.project_name)  # for the next publishes' version lookups
             parents, subset_doc = parent_documents(m)
             asset_doc = cat.find_asset(m.project_name, m.asset)
             asset_id = asset_doc["_id"] if asset_doc else parents[1]["_id"]
-            subset_doc = cat.find_subset(m.project_name, asset_id, m.subset) or {**subset_doc, "parent": asset_id}
-            version_doc, reps = version_documents(m, self.key, rec, plan, rec["final_dir"], subset_doc["_id"])
-            return cat.insert_publish(m.project_name, [] if asset_doc else parents, subset_doc, version_doc, reps)
-
-        inserted = self._r("insert the documents", insert_documents)
-        failpoints.hit("commit.documents")
-        self.runner.commit_all(rec, plan)
-        self._r("mark the reservation committed", self.store.reservations.mark_committed, self.key)
-        self._set(R.PUBLISHED, published_at=utcnow(), committed_ctime_ns=committed_ctime_ns, staging_dir=None,
-                  staging_dirs={}, staging_rootless_dirs={})
-        failpoints.hit("commit.published")
-        stats = dict(rec.get("stage_stats") or {})
-        stats.update(rename=result, documents_inserted=inserted)
-        return stats
+            found = cat.find_subset(m.project_name, asset_id, m.subset)
+            subset_doc = found or {**subset_doc, "parent": asset_id}
+            version_doc, reps = version_documents(m, ident, view, plan_files(m, view["version"]), view["final_dir"],
+                                                  subset_doc["_id"])
+            version_doc["data"]["atomic_publish"]["key"] = self.key  # the publish's key, for lookups and audit
+            if len(self.products) > 1:
+                version_doc["data"]["atomic_publish"]["product"] = m.subset
+            inserted += cat.insert_publish(m.project_name, [] if asset_doc else parents, subset_doc, version_doc, reps,
+                                           subset_found=found is not None, first_try=first_try)
+        return inserted
 
     def _rollback(self, reason: str) -> None:
         """Undo everything before COMMITTING; idempotent, so a crash midway is finished later."""
@@ -476,35 +680,38 @@ class Attempt:
         rec["files"] = self._files()
         plan = plan_files(self.manifest, rec["version"]) if rec.get("version") is not None else None
         self.runner.compensate_all(rec, plan)
-        for folder in self._local_staging_dirs(rec).values():
-            remove_tree(folder)
-        if rec.get("final_dir"):
-            _remove_empty_parents(os.path.dirname(self._local_final(rec)), self.manifest.publish_root)
+        for i, m in enumerate(self.products):
+            for folder in self._local_staging_dirs(i, rec).values():
+                remove_tree(folder)
+            if self._view(i, rec).get("final_dir"):
+                _remove_empty_parents(os.path.dirname(self._local_final(i, rec)), m.publish_root)
         failpoints.hit("rollback.staging")
         self._r("release the reservation", self.store.reservations.release, self.key)
         failpoints.hit("rollback.reservation")
         self._r("forget the staged files", self.store.staged.drop, self.key)
-        self._set(R.ROLLED_BACK, rolled_back_at=utcnow(), staging_dirs={}, staging_rootless_dirs={},
-                  staging_dir=None)
+        cleared: dict[str, Any] = {}
+        for i in range(len(self.products)):
+            cleared.update(self._fields(i, staging_dirs={}, staging_rootless_dirs={}, staging_dir=None))
+        self._set(R.ROLLED_BACK, rolled_back_at=utcnow(), **cleared)
 
     # -- the version's folders, as this worker reaches them -------------------------------
-    def _local(self, absolute: str | None, rootless_path: str | None) -> str | None:
+    def _local(self, i: int, absolute: str | None, rootless_path: str | None) -> str | None:
         """A recorded folder on this worker: from its rootless form where the record has one
         (another worker may reach the same storage through another mount), else as recorded."""
-        return resolve_rootless(rootless_path, self.manifest) if rootless_path else absolute
+        return resolve_rootless(rootless_path, self.products[i]) if rootless_path else absolute
 
-    def _local_final(self, rec: dict[str, Any] | None = None) -> str:
-        rec = self.rec if rec is None else rec
-        return self._local(rec.get("final_dir"), rec.get("final_rootless"))
+    def _local_final(self, i: int = 0, rec: dict[str, Any] | None = None) -> str:
+        view = self._view(i, rec)
+        return self._local(i, view.get("final_dir"), view.get("final_rootless"))
 
-    def _local_staging(self, rec: dict[str, Any] | None = None) -> str | None:
-        rec = self.rec if rec is None else rec
-        return self._local(rec.get("staging_dir"), rec.get("staging_rootless"))
+    def _local_staging(self, i: int = 0, rec: dict[str, Any] | None = None) -> str | None:
+        view = self._view(i, rec)
+        return self._local(i, view.get("staging_dir"), view.get("staging_rootless"))
 
-    def _local_staging_dirs(self, rec: dict[str, Any] | None = None) -> dict[str, str]:
-        rec = self.rec if rec is None else rec
-        rootless_dirs = rec.get("staging_rootless_dirs") or {}
-        return {ep: self._local(d, rootless_dirs.get(ep)) for ep, d in (rec.get("staging_dirs") or {}).items() if d}
+    def _local_staging_dirs(self, i: int = 0, rec: dict[str, Any] | None = None) -> dict[str, str]:
+        view = self._view(i, rec)
+        rootless_dirs = view.get("staging_rootless_dirs") or {}
+        return {ep: self._local(i, d, rootless_dirs.get(ep)) for ep, d in (view.get("staging_dirs") or {}).items() if d}
 
     # -- checks on the way to the commit --------------------------------------------------
     def _check_sources_unchanged(self, plan: list, known: dict[str, dict[str, Any]]) -> None:
@@ -531,37 +738,39 @@ class Attempt:
             return None
         return f"publish {marker['key']}" if marker else "nobody (no atomic-publish marker)"
 
-    def _claim_final_folder(self, renumber: bool) -> None:
-        """Before COMMITTING, the final folder must still be free on disk: a person or another tool
-        may have created it since the reservation. Before the point of no return the reservation
-        rules apply: a pinned number is a conflict; a free choice moves to the next free number
-        (``renumber``), or, at the very last look, the attempt stops and the next one moves."""
-        final = self._local_final()
-        owner = self._folder_owner(final)
-        if owner is None:
-            return
-        version = int(self.rec["version"])
-        if self.manifest.version is not None:
-            raise VersionConflict(f"version {version} folder {final} appeared while this publish staged and "
-                                  f"belongs to {owner}; nothing was overwritten")
-        if not renumber:
-            from .errors import TransientError
+    def _claim_final_folders(self, renumber: bool) -> None:
+        """Before COMMITTING, every final folder must still be free on disk: a person or another
+        tool may have created one since the reservation. Before the point of no return the
+        reservation rules apply: a pinned number is a conflict; a free choice moves to the next free
+        number (``renumber``), or, at the very last look, the attempt stops and the next one moves."""
+        for i, m in enumerate(self.products):
+            final = self._local_final(i)
+            owner = self._folder_owner(final)
+            if owner is None:
+                continue
+            version = int(self._view(i)["version"])
+            if m.version is not None:
+                raise VersionConflict(f"version {version} of {m.subset}: folder {final} appeared while this publish "
+                                      f"staged and belongs to {owner}; nothing was overwritten")
+            if not renumber:
+                raise TransientError(f"version folder {final} appeared while the integrations prepared and belongs "
+                                     f"to {owner}; nothing was overwritten",
+                                     "nothing: the next attempt takes the next free number")
+            self._renumber(i, final, owner)
 
-            raise TransientError(f"version folder {final} appeared while the integrations prepared and belongs "
-                                 f"to {owner}; nothing was overwritten",
-                                 "nothing: the next attempt takes the next free number")
-        self._renumber(final, owner)
-
-    def _renumber(self, taken: str, owner: str) -> None:
-        """Move a staged, uncommitted version to the next free number: release the reservation,
-        reserve anew, rename the staged files (same folder: renames, no copies) and their entries."""
-        m, old = self.manifest, int(self.rec["version"])
+    def _renumber(self, i: int, taken: str, owner: str) -> None:
+        """Move product ``i``, staged and uncommitted, to the next free number: release its
+        reservation, reserve anew, rename the staged files (same folder: renames, no copies) and
+        their entries."""
+        m, old = self.products[i], int(self._view(i)["version"])
+        ident = {"project": m.project_name, "asset": m.asset, "subset": m.subset}
         self._r("release the reservation", self.store.records.fenced_write, self.key, self.epoch,
-                lambda s: self.store.reservations.col.delete_many({"key": self.key, "state": "reserved"}, session=s),
+                lambda s: self.store.reservations.col.delete_many({"key": self.key, **ident, "state": "reserved"},
+                                                                  session=s),
                 self.store.supports_transactions())
-        version = self._reserve_number()
+        version = self._reserve_number(i)
         old_plan, new_plan = plan_files(m, old), plan_files(m, version)
-        staging = self._local_staging()
+        staging = self._local_staging(i)
         entries = self._files()
         moved: dict[str, dict[str, Any]] = {}
         for before, after in zip(old_plan, new_plan):
@@ -572,18 +781,19 @@ class Attempt:
             if entry is not None:
                 moved[file_id(after.name)] = {**entry, "name": after.name, "epoch": self.epoch}
         write_marker(staging, {"key": self.key, "job_id": self.req.job_id, "task_id": str(self.req.task_id),
-                               "version": version, "fingerprint": self.fingerprint,
-                               "files": sorted(p.name for p in new_plan)})
+                               "version": version, "fingerprint": self.fingerprint, "epoch": self.epoch,
+                               "store_id": self._store_id(), "files": sorted(p.name for p in new_plan)})
         fsync_dir(staging)
         self._r("save staging progress", self.store.records.fenced_write, self.key, self.epoch,
-                lambda s: self.store.staged.save(self.key, self.epoch, 10 ** 6, moved, session=s),
+                lambda s: self.store.staged.save(self.key, self.epoch, 10 ** 6 + i, moved, session=s),
                 self.store.supports_transactions())
         final = version_dir(m, version)
         check_inside_root(final, m.publish_root)
-        self._set(self.state, version=version, final_dir=final, final_rootless=rootless(final, m))
-        self.rec["files"] = moved
-        progress.info(f"warning: version folder {taken} was created by {owner} after v{old:0>3} was reserved; "
-                      f"this publish takes v{version:0>3} instead (nothing was overwritten)")
+        self._set(self.state, **self._fields(i, version=version, final_dir=final, final_rootless=rootless(final, m)))
+        self._remember(i, version=version, final_dir=final, final_rootless=rootless(final, m))
+        self.rec["files"] = {**(self.rec.get("files") or {}), **moved}
+        progress.info(f"warning: version folder {taken} was created by {owner} after v{old:0>3} of {m.subset} was "
+                      f"reserved; this publish takes v{version:0>3} instead (nothing was overwritten)")
 
     def _store_id(self) -> str | None:
         try:
@@ -607,23 +817,29 @@ class Attempt:
         return self._r("read staging progress", self.store.staged.of_key, self.key)
 
     def _verify_epoch(self) -> None:
+        """Still ours? A fenced write that succeeded less than a second ago (monotonic clock, which
+        a paused process does not escape) answers that as well as a read would."""
+        if time.monotonic() - self._fenced_at < FENCE_FRESH_SECONDS:
+            return
         rec = self._r("read the record", self.store.records.get, self.key)
         if rec is None or rec["epoch"] != self.epoch:
             raise Superseded(f"epoch {self.epoch} of {self.key} was superseded by a newer attempt; this attempt "
                              "stops without changing anything")
 
     def _drop_own_staging(self) -> None:
-        """A superseded attempt removes the staging folder it created, unless the record still lists
-        it (then the newer attempt reuses it, and removes it when done)."""
-        folder = (self.rec.get("staging_dirs") or {}).get(str(self.epoch))
-        if not folder or not os.path.isdir(folder):
+        """A superseded attempt removes the staging folders it created, unless the record still lists
+        them (then the newer attempt reuses them, and removes them when done)."""
+        mine = [(i, (self._view(i).get("staging_dirs") or {}).get(str(self.epoch))) for i in range(len(self.products))]
+        mine = [(i, folder) for i, folder in mine if folder and os.path.isdir(folder)]
+        if not mine:
             return
         try:
             current = self.store.records.get(self.key) or {}
         except Exception:
             return  # cannot tell: leave it to the next attempt or to gc
-        if (current.get("staging_dirs") or {}).get(str(self.epoch)) != folder:
-            shutil.rmtree(folder, ignore_errors=True)
+        for i, folder in mine:
+            if (self._view(i, current).get("staging_dirs") or {}).get(str(self.epoch)) != folder:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _fail(self, exc: PublishError) -> Outcome:
         if isinstance(exc, Superseded):
@@ -680,6 +896,12 @@ class Attempt:
             self._drop_own_staging()
             raise
 
+    def _closing(self, outcome: str) -> dict[str, Any]:
+        """The fields Records.finish_attempt sets for a successful attempt, to go with another write."""
+        prefix = f"attempts.{self.index}"
+        return {f"{prefix}.end": utcnow(), f"{prefix}.outcome": outcome, f"{prefix}.error_class": None,
+                f"{prefix}.message": None, f"{prefix}.error_type": None, "lease": None}
+
     def _finish_fenced(self, outcome: str, error_class: str | None, message: str | None,
                        error_kind: str | None) -> None:
         self._r("close the attempt", self.store.records.finish_attempt, self.key, self.epoch, self.index,
@@ -700,6 +922,7 @@ class Attempt:
     # -- record writes -------------------------------------------------------------------
     def _fenced(self, update: dict[str, Any], operation: str = "update the record") -> None:
         self._r(operation, self.store.records.fenced, self.key, self.epoch, update)
+        self._fenced_at = time.monotonic()
 
     def _set(self, state: str, _unset: dict[str, str] | None = None, **fields: Any) -> None:
         update: dict[str, Any] = {"$set": {"state": state, **fields}}
@@ -707,7 +930,11 @@ class Attempt:
             update["$unset"] = _unset
         self._fenced(update, f"record state {state}")
         self.state = state
-        self.rec.update({k: v for k, v in fields.items() if "." not in k}, state=state)
+        self.rec["state"] = state
+        for name, value in fields.items():  # the record this attempt holds stays the stored one
+            _mirror(self.rec, name, value)
+        for name in _unset or {}:
+            _mirror(self.rec, name, None, remove=True)
 
     # -- abandon (the farm gave up on the job) ---------------------------------------------
     def abandon(self, reason: str) -> Outcome:
