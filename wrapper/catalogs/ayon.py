@@ -351,7 +351,7 @@ class AyonCatalog(Catalog):
             ops, created = self._plan(entries)
             if not created:
                 return 0
-            result = self._send(ops, project)
+            result = self._send(ops, project, {self._version_id(e.id_parts): e for e in entries})
             if result is None:
                 return created
             if attempt == 1 and result == "replayed":
@@ -456,7 +456,7 @@ class AyonCatalog(Catalog):
                                           attribs={"path": rep.data_path, "template": loader_template(rep)},
                                           data=data, entity_id=rep_id)
 
-    def _send(self, ops: list[tuple[str, dict]], project: str):
+    def _send(self, ops: list[tuple[str, dict]], project: str, by_version: dict[str, VersionEntry]):
         """One batch, canFail=false; None on success, else the error to raise (or "replayed")."""
         session = OperationsSession(con=self.con)
         body = [session.create_entity(p, op["entityType"], op["data"]).to_server_operation() for p, op in ops]
@@ -471,9 +471,11 @@ class AyonCatalog(Catalog):
         op = by_id.get(failed.get("id"), {})
         if code == "unique-violation" and op.get("entityType") == "version" and _VERSION_TAKEN.search(detail):
             number = int(op["data"]["version"])
-            return CatalogNumberTaken(f"version {number} of {op['data'].get('productId')} in {project} was created "
-                                      f"by another AYON client since the reservation: {detail}; nothing was published",
-                                      number)
+            entry = by_version.get(op.get("entityId") or op["data"].get("id"))
+            what = entry.subject.describe() if entry else f"product {op['data'].get('productId')} in {project}"
+            return CatalogNumberTaken(f"version {number} of {what} was created by another AYON client since the "
+                                      f"reservation (the server: {detail}); nothing was published", number,
+                                      entry.subject.subset if entry else "")
         if code == "unique-violation" and "with id" in detail:
             return "replayed"
         return CatalogRefused(f"the AYON server {self.url} refused the batch ({code or 'no code'}): {detail}; "

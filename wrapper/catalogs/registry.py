@@ -22,7 +22,7 @@ import os
 from importlib import metadata
 from typing import Any, Mapping
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, PermanentError
 from .base import Catalog
 
 ENTRY_POINT_GROUP = "atomic_publish.catalogs"
@@ -63,10 +63,11 @@ def chosen_name(name: str | None = None, environ: Mapping[str, str] | None = Non
     name = name.strip().lower()
     known = available()
     if name not in known:
-        raise ArgumentError("--catalog" if where == "--catalog" else ENV_NAME,
-                            f"unknown catalogue {name!r}; available: {', '.join(sorted(known))}",
-                            "set Catalog in the AtomicPublish plugin configuration (or ATOMIC_PUBLISH_CATALOG) "
-                            "to one of them")
+        problem = f"unknown catalogue {name!r}; available: {', '.join(sorted(known))}"
+        todo = "set Catalog in the AtomicPublish plugin configuration (or ATOMIC_PUBLISH_CATALOG) to one of them"
+        if where == "--catalog":
+            raise ArgumentError("--catalog", problem, todo)
+        raise PermanentError(f"{ENV_NAME}: {problem}", todo)
     return name, where
 
 

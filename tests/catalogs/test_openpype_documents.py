@@ -1,0 +1,72 @@
+"""The openpype backend writes, for a one-product publish, byte for byte the documents the code
+before the catalogue seam wrote (recorded in data/openpype_one_product.json, see golden.py)."""
+from __future__ import annotations
+
+import json
+
+import bson
+import pymongo
+import pytest
+
+import golden
+from atomic_publish.idempotency.keys import object_id
+from atomic_publish.wrapper.catalogs.entries import entry_from_manifest, subject_of
+from atomic_publish.wrapper.catalogs.openpype import OpenPypeCatalog, parent_documents_of, version_documents_of
+from atomic_publish.wrapper.documents import parent_documents, version_documents
+
+
+@pytest.fixture
+def recorded():
+    return json.loads(golden.DATA.read_text())
+
+
+def test_the_documents_functions_write_the_recorded_bytes(recorded):
+    manifest, record, plan = golden.inputs()
+    parents, subset_doc = parent_documents(manifest)
+    version_doc, reps = version_documents(manifest, golden.KEY, record, plan, golden.FINAL_DIR, subset_doc["_id"])
+    assert golden.encode_all(parents, subset_doc, version_doc, reps) == recorded
+
+
+def test_the_entry_path_writes_the_recorded_bytes(recorded):
+    manifest, record, plan = golden.inputs()
+    entry = entry_from_manifest(manifest, golden.KEY, record, plan, golden.FINAL_DIR)
+    assert entry.id_parts == (golden.KEY,)
+    parents, subset_doc = parent_documents_of(subject_of(manifest))
+    version_doc, reps = version_documents_of(entry, subset_doc["_id"])
+    assert golden.encode_all(parents, subset_doc, version_doc, reps) == recorded
+    # the id integrations receive is today's keys.object_id("version", key)
+    catalog = OpenPypeCatalog(pymongo.MongoClient(connect=False), "unused")
+    assert catalog.version_id((golden.KEY,)) == str(object_id("version", golden.KEY)) == str(version_doc["_id"])
+
+
+def test_publish_stores_the_recorded_documents(recorded, mongo_uri):
+    manifest, record, plan = golden.inputs()
+    entry = entry_from_manifest(manifest, golden.KEY, record, plan, golden.FINAL_DIR)
+    client = pymongo.MongoClient(mongo_uri, tz_aware=True)
+    catalog = OpenPypeCatalog(client, "avalon_golden_" + golden.KEY.split(":")[1][:8])
+    try:
+        catalog.client.drop_database(catalog.db.name)
+        assert catalog.publish([entry]) == 6  # project, asset, subset, version, 2 representations
+        col = catalog.project("demo")
+        stored = {d["type"]: d for d in col.find({"type": {"$in": ["project", "asset", "subset", "version"]}})}
+        reps = list(col.find({"type": "representation"}).sort("name", 1))
+        assert bson.encode(stored["version"]).hex() == recorded["version"]
+        assert bson.encode(stored["subset"]).hex() == recorded["subset"]
+        assert [bson.encode(stored[t]).hex() for t in ("project", "asset")] == recorded["parents"]
+        assert sorted(bson.encode(r).hex() for r in reps) == sorted(recorded["representations"])
+        assert catalog.publish([entry]) == 0
+        assert col.count_documents({}) == 6
+    finally:
+        client.drop_database(catalog.db.name)
+        client.close()
+
+
+def test_a_second_product_of_one_publish_gets_its_own_ids():
+    manifest, record, plan = golden.inputs()
+    one = entry_from_manifest(manifest, golden.KEY, record, plan, golden.FINAL_DIR)
+    two = entry_from_manifest(manifest, golden.KEY, record, plan, golden.FINAL_DIR, id_parts=(golden.KEY, "renderMain"))
+    v1, r1 = version_documents_of(one, "subset")
+    v2, r2 = version_documents_of(two, "subset")
+    assert v1["_id"] != v2["_id"] and {r["_id"] for r in r1}.isdisjoint(r["_id"] for r in r2)
+    assert v2["_id"] == object_id("version", golden.KEY, "renderMain")
+    assert v2["data"]["atomic_publish"] == {**v1["data"]["atomic_publish"], "product": "renderMain"}
