@@ -34,6 +34,16 @@ POLICY_OPTIONS = (
 )
 ON_PERMANENT_ERROR_VALUES = ("fail-job", "fail-task")
 
+# plugin configuration entry -> wrapper environment variable: plain settings of the catalogue and
+# the AYON/OpenPype metadata input (docs/ayon-openpype.md); never secrets
+SETTINGS_ENTRIES = (
+    ("SettingsFile", "ATOMIC_PUBLISH_SETTINGS"),
+    ("Catalog", "ATOMIC_PUBLISH_CATALOG"),
+    ("AyonServerUrl", "ATOMIC_PUBLISH_AYON_SERVER_URL"),
+)
+# options of the launcher's `publish` command (ayon-core cli.py, OpenPype pype_commands) that take a value
+PUBLISH_VALUE_OPTIONS = ("--targets", "-t")
+
 
 def GetDeadlinePlugin():
     return AtomicPublishPlugin()
@@ -67,6 +77,81 @@ def QuoteArgument(argument):
         backslashes = 0
     quoted.append("\\" * (backslashes * 2))
     return '"' + "".join(quoted) + '"'
+
+
+def SplitArguments(text):
+    """Split a command line by the rules of CommandLineToArgvW, which ayon-deadline's submitter
+    (subprocess.list2cmdline) writes for: backslashes are literal except before a quote."""
+    arguments = []
+    current = []
+    inArgument = False
+    quoted = False
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char in " \t" and not quoted:
+            if inArgument:
+                arguments.append("".join(current))
+                current = []
+                inArgument = False
+            i += 1
+            continue
+        inArgument = True
+        if char == "\\":
+            count = 0
+            while i < len(text) and text[i] == "\\":
+                count += 1
+                i += 1
+            if i < len(text) and text[i] == '"':
+                current.append("\\" * (count // 2))
+                if count % 2:
+                    current.append('"')
+                    i += 1
+            else:
+                current.append("\\" * count)
+            continue
+        if char == '"':
+            if quoted and i + 1 < len(text) and text[i + 1] == '"':
+                current.append('"')
+                i += 2
+                continue
+            quoted = not quoted
+            i += 1
+            continue
+        current.append(char)
+        i += 1
+    if inArgument:
+        arguments.append("".join(current))
+    return arguments
+
+
+def MetadataPathFromArguments(arguments):
+    """The metadata path of an AYON/OpenPype publish job's plugin-info Arguments
+    (``--headless publish "{root[work]}/.../x_metadata.json" --targets deadline --targets farm``).
+
+    Returns (path, problem): one of them is None."""
+    tokens = SplitArguments(arguments.replace("<QUOTE>", '"'))
+    if "publish" not in tokens:
+        return None, "has no `publish <metadata path>` command"
+    paths = []
+    rest = tokens[tokens.index("publish") + 1:]
+    skip = False
+    for token in rest:
+        if skip:
+            skip = False
+            continue
+        if token.startswith("-"):
+            skip = token in PUBLISH_VALUE_OPTIONS
+            continue
+        while len(token) >= 2 and token[0] == token[-1] and token[0] in "\"'":
+            token = token[1:-1]  # the submitter quotes the path itself: '"{}"'.format(path)
+        paths.append(token)
+    if not paths:
+        return None, "names no metadata file after `publish`"
+    if len(paths) > 1:
+        return None, ("names %d metadata files (%s); atomic-publish publishes one per job: submit one job per "
+                      "file" % (len(paths), ", ".join(paths)))
+    return paths[0], None
 
 
 def DescribeExitCode(exitCode):
@@ -123,12 +208,18 @@ class AtomicPublishPlugin(DeadlinePlugin):
         if sourceRoots:  # not a secret: where render outputs may come from on this worker
             self.SetProcessEnvironmentVariable("ATOMIC_PUBLISH_SOURCE_ROOTS",
                                                os.pathsep.join(r.strip() for r in sourceRoots.split(";") if r.strip()))
+        for entry, variable in SETTINGS_ENTRIES:  # not secrets: the studio settings file and catalogue choice
+            value = self.GetConfigEntryWithDefault(entry, "").strip()
+            if value:
+                self.SetProcessEnvironmentVariable(
+                    variable, RepositoryUtils.CheckPathMapping(value) if entry == "SettingsFile" else value)
+        self.CheckPublishJobEnvironment()
         self.storeFile = self.WritePrivateFile("store", self.GetConfigEntryWithDefault("StoreUri", "").strip())
         if self.storeFile:
             self.SetProcessEnvironmentVariable("ATOMIC_PUBLISH_STORE_FILE", self.storeFile)
             self.LogInfo("AtomicPublish: store URI from the plugin configuration (StoreUri), "
                          "passed to the wrapper in a 0600 file")
-        secrets = self.IntegrationSecrets()
+        secrets = self.IntegrationSecrets() + self.CatalogSecrets()
         self.secretsFile = self.WritePrivateFile("secrets", "".join("%s=%s\n" % pair for pair in secrets))
         if self.secretsFile:
             self.SetProcessEnvironmentVariable("ATOMIC_PUBLISH_SECRETS_FILE", self.secretsFile)
@@ -148,6 +239,27 @@ class AtomicPublishPlugin(DeadlinePlugin):
             if sep and name.strip():
                 pairs.append((name.strip(), value.strip()))
         return pairs
+
+    def CatalogSecrets(self):
+        """(NAME, VALUE) pairs of the catalogue: the AYON API key (AyonApiKey), never in the log."""
+        value = self.GetConfigEntryWithDefault("AyonApiKey", "").strip()
+        return [("AYON_API_KEY", value)] if value else []
+
+    def CheckPublishJobEnvironment(self):
+        """An AYON/OpenPype job as their submitters write it says in its environment what it is:
+        only a publish job belongs here (a render job sent to AtomicPublish would publish nothing)."""
+        job = self.GetJob()
+        for prefix in ("AYON", "OPENPYPE"):
+            if job.GetJobEnvironmentKeyValue(prefix + "_RENDER_JOB").strip() == "1":
+                self.FailRender("AtomicPublish: the job environment says %s_RENDER_JOB=1: this is a render job, "
+                                "not a publish job; submit it with its own plugin" % prefix)
+        context = [(name, job.GetJobEnvironmentKeyValue(name).strip())
+                   for name in ("AYON_PROJECT_NAME", "AVALON_PROJECT", "AYON_FOLDER_PATH", "AVALON_ASSET",
+                                "AYON_TASK_NAME", "AVALON_TASK")]
+        context = [pair for pair in context if pair[1]]
+        if context:  # names, not secrets: which publish this is
+            self.LogInfo("AtomicPublish: publish job of %s (job environment)"
+                         % ", ".join("%s=%s" % pair for pair in context))
 
     def WritePrivateFile(self, kind, content):
         """Write ``content`` to a new 0600 file in the job's data folder; "" when there is nothing to write.
@@ -178,10 +290,11 @@ class AtomicPublishPlugin(DeadlinePlugin):
         return executable
 
     def RenderArgument(self):
-        submitted = self.SubmittedManifest()
+        kind, submitted = self.SubmittedInput()
+        local = self.MappedCopy(submitted) if kind == "manifest" else self.MappedMetadataCopy(submitted)
         options = [
-            ("--manifest", self.MappedCopy(submitted)),
-            ("--submitted-manifest", submitted),
+            ("--" + kind, local),
+            ("--submitted-" + kind, submitted),
             ("--job-id", self.GetJob().JobId),
             ("--task-id", self.GetCurrentTaskId()),
             ("--worker", self.GetSlaveName()),
@@ -195,15 +308,57 @@ class AtomicPublishPlugin(DeadlinePlugin):
         # --option=value: a value starting with "-" can never be read as another option.
         return " ".join(["run"] + [QuoteArgument("%s=%s" % pair) for pair in options])
 
-    def SubmittedManifest(self):
-        """The submitted manifest file, at its path-mapped location on this worker.
+    def SubmittedInput(self):
+        """("manifest" or "metadata", the submitted file at its path-mapped location on this worker).
 
-        Its content, unmapped, is the publish's fingerprint: the same on every platform."""
+        Plugin info Manifest (atomic-publish submit), MetadataFile (a submitter of your own), or
+        the Arguments an AYON/OpenPype submitter wrote for its own plugin. The file's content,
+        unmapped, is the publish's fingerprint: the same on every platform. A rootless path
+        ({root[work]}/...) is left for the wrapper, which resolves it with the studio settings."""
         manifest = self.GetPluginInfoEntryWithDefault("Manifest", "").strip()
-        if manifest == "":
-            self.FailRender("AtomicPublish: plugin info has no Manifest entry; resubmit the job "
-                            "with `atomic-publish submit`")
-        return RepositoryUtils.CheckPathMapping(manifest)
+        if manifest:
+            return "manifest", RepositoryUtils.CheckPathMapping(manifest)
+        metadata = self.GetPluginInfoEntryWithDefault("MetadataFile", "").strip()
+        if not metadata:
+            arguments = self.GetPluginInfoEntryWithDefault("Arguments", "").strip()
+            if not arguments:
+                self.FailRender("AtomicPublish: plugin info has no Manifest, MetadataFile or Arguments entry; "
+                                "resubmit the job with `atomic-publish submit`")
+            metadata, problem = MetadataPathFromArguments(arguments)
+            if problem:
+                self.FailRender("AtomicPublish: plugin info Arguments %s (Arguments=%s); fix the submitter"
+                                % (problem, arguments))
+            self.LogInfo("AtomicPublish: publish metadata %s, from the job's Arguments" % metadata)
+        if not metadata.startswith("{root["):
+            metadata = self.MapPath(metadata)
+        return "metadata", metadata
+
+    def MappedMetadataCopy(self, metadata):
+        """A copy of an AYON/OpenPype metadata JSON with Deadline path mapping applied to each
+        representation's absolute stagingDir (rootless ones are the wrapper's, like the file's own)."""
+        if metadata.startswith("{root["):
+            return metadata
+        if not os.path.isfile(metadata):
+            self.LogWarning("AtomicPublish: metadata %s not found on this worker" % metadata)
+            return metadata
+        mapped = os.path.join(self.GetJobsDataDirectory(),
+                              "metadata.task%s.mapped%s" % (self.GetCurrentTaskId(), os.path.splitext(metadata)[1]))
+        try:
+            with open(metadata, "rb") as stream:
+                data = json.loads(stream.read().decode("utf-8-sig"))
+            if "instances" not in data:
+                return self.MappedCopy(metadata)  # a manifest under MetadataFile
+            for instance in data["instances"]:
+                for representation in instance.get("representations") or []:
+                    if isinstance(representation.get("stagingDir"), str):
+                        representation["stagingDir"] = self.MapPath(representation["stagingDir"])
+        except Exception:
+            # Not a metadata the wrapper will accept: map the text and let the wrapper explain why.
+            RepositoryUtils.CheckPathMappingInFile(metadata, mapped)
+            return mapped
+        with open(mapped, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=1)
+        return mapped
 
     def MappedCopy(self, manifest):
         """A copy of the manifest with Deadline path mapping applied to the paths inside it."""

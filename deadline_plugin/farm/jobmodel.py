@@ -73,9 +73,9 @@ def machine_limit_list(info: KeyValueFile) -> tuple[bool, list[str]]:
 def build_job_record(job_info: KeyValueFile, plugin_info: KeyValueFile,
                      job_id: str | None = None) -> dict[str, Any]:
     """The job as the farm stores it; raises JobFileError on values Deadline would refuse."""
-    if not (plugin_info.get("Manifest") or "").strip():
+    if not any((plugin_info.get(key) or "").strip() for key in ("Manifest", "MetadataFile", "Arguments")):
         raise JobFileError(plugin_info.path, None, "no Manifest=... line: the AtomicPublish plugin needs the "
-                           "manifest path")
+                           "manifest path (or MetadataFile=..., or an AYON/OpenPype publish job's Arguments=...)")
     chunk = job_info.get_int("ChunkSize", 1)
     if chunk < 1:
         raise JobFileError(job_info.path, None, f"ChunkSize={chunk} must be at least 1")
