@@ -1,4 +1,4 @@
-"""`atomic-publish submit MANIFEST --out DIR`: write Deadline job files for one publish.
+"""`atomic-publish submit MANIFEST --out DIR` (or `--metadata PATH`): write Deadline job files for one publish.
 
 The retry and deny-list policy is expressed in Deadline's own job-info keys (failure detection,
 machine-limit list, timeout), so Deadline enforces it even if the plugin misbehaves. Every key
@@ -128,6 +128,56 @@ def write_job_files(manifest: Path, out_dir: Path, name: str | None = None, prio
     return files
 
 
+def validate_metadata(path: str, project: str | None = None):
+    """The wrapper's own check of an AYON/OpenPype metadata JSON (wrapper/metadata.py), with the
+    studio settings of this machine ($ATOMIC_PUBLISH_SETTINGS). Returns the Publish."""
+    try:
+        from atomic_publish.wrapper.errors import PublishError
+        from atomic_publish.wrapper.metadata import load_publish
+    except ImportError as error:
+        raise SubmitError(f"cannot validate the metadata: the wrapper is not installed ({error})") from None
+    environ = dict(os.environ)
+    if project:
+        environ["AYON_PROJECT_NAME"] = project
+    try:
+        return load_publish(path, environ=environ)
+    except PublishError as error:
+        raise SubmitError(f"invalid metadata {path}: {error}") from None
+
+
+def metadata_job_name(publish) -> str:
+    """``publish <project>/<folder>/<product>`` of the first product, ``(+N more)`` for the others."""
+    first = publish.products[0]
+    folder = "/".join(p for p in (first.hierarchy, first.asset) if p)
+    more = f" (+{len(publish.products) - 1} more)" if len(publish.products) > 1 else ""
+    return f"publish {publish.project}/{folder}/{first.subset}{more}"
+
+
+def write_metadata_job_files(publish, out_dir: Path, name: str | None = None, priority: int = 50,
+                             pool: str | None = None, group: str | None = None,
+                             store_id: str | None = None) -> JobFiles:
+    """Copy the metadata into `out_dir` and write a job whose plugin info MetadataFile names it; the
+    project goes into the job environment (AYON_PROJECT_NAME), as ayon-deadline's submitter puts it."""
+    if not 0 <= priority <= 100:
+        raise SubmitError(f"--priority {priority}: Deadline priorities are 0..100")
+    source = Path(publish.path).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = out_dir.resolve()
+    copy = out_dir / source.name
+    if copy != source:
+        shutil.copyfile(source, copy)
+    files = JobFiles(out_dir / JOB_INFO_NAME, out_dir / PLUGIN_INFO_NAME, copy)
+    entries = job_info_entries(name or metadata_job_name(publish), priority, pool, group,
+                               comment=f"atomic-publish submit --metadata {source.name}")
+    entries["EnvironmentKeyValue0"] = f"AYON_PROJECT_NAME={publish.project}"
+    write_key_value_file(files.job_info, entries)
+    plugin_info = {"MetadataFile": str(copy), **POLICY}
+    if store_id:
+        plugin_info["StoreId"] = store_id
+    write_key_value_file(files.plugin_info, plugin_info)
+    return files
+
+
 def resolve_store_id(choice: str) -> str | None:
     """``--store-id``: an id, ``none``, or ``auto``: the id of the store this machine is configured
     for (ATOMIC_PUBLISH_STORE or ATOMIC_PUBLISH_STORE_FILE), read without starting anything."""
@@ -178,7 +228,14 @@ def submit_with_deadlinecommand(deadline_command: str, files: JobFiles) -> str:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add submit's arguments to a (sub)parser."""
     parser.description = "Write Deadline job files for one publish manifest (and submit them)."
-    parser.add_argument("manifest", type=Path, help="the publish manifest")
+    parser.add_argument("manifest", type=Path, nargs="?", help="the publish manifest (or give --metadata)")
+    parser.add_argument("--metadata", metavar="PATH",
+                        help="instead of a manifest: an AYON or OpenPype 3 publish metadata JSON, as their "
+                             "submitters write it (every instance one product, all under one key); checked with "
+                             "$ATOMIC_PUBLISH_SETTINGS; the job's plugin info names it as MetadataFile")
+    parser.add_argument("--project", metavar="NAME",
+                        help="with --metadata: the project (default: $AYON_PROJECT_NAME or $AVALON_PROJECT, or "
+                             "the metadata's session); written into the job environment as AYON_PROJECT_NAME")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="folder for job_info.job, plugin_info.job and the manifest copy; "
                              "must be on storage every worker can read")
@@ -209,6 +266,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """0 on success, 1 on an invalid manifest or a failed submission."""
     try:
+        if getattr(args, "metadata", None) is not None or args.manifest is None:
+            return _main_metadata(args)
+        if getattr(args, "project", None):
+            raise SubmitError("--project is for --metadata (a manifest names its project)")
         if not args.manifest.is_file():
             raise SubmitError(f"manifest {args.manifest} does not exist")
         missing = missing_sources(validate_manifest(args.manifest))
@@ -226,6 +287,39 @@ def main(args: argparse.Namespace) -> int:
         print(f"job info:    {files.job_info}")
         print(f"plugin info: {files.plugin_info}")
         print(f"manifest:    {files.manifest}")
+        if args.deadline_command:
+            print(submit_with_deadlinecommand(args.deadline_command, files))
+    except (SubmitError, OSError) as error:
+        print(f"atomic-publish submit: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _main_metadata(args: argparse.Namespace) -> int:
+    """`submit --metadata PATH`: the same checks and job keys as for a manifest, plugin info MetadataFile."""
+    try:
+        if args.metadata is None:
+            raise SubmitError("give a manifest, or --metadata PATH")
+        if args.manifest is not None:
+            raise SubmitError("give a manifest or --metadata, not both")
+        if getattr(args, "format", "deadline") == "openjd":
+            raise SubmitError("--format openjd does not take --metadata yet; submit a manifest, or a Deadline 10 job")
+        if getattr(args, "store", "") or getattr(args, "executable", "atomic-publish") != "atomic-publish":
+            raise SubmitError("--store and --executable are for --format openjd; for Deadline 10 configure the "
+                              "plugin's StoreUri and AtomicPublishExecutable (docs/deadline.md)")
+        publish = validate_metadata(args.metadata, getattr(args, "project", None))
+        missing = [f for m in publish.products for rep in m.representations for f in rep.files
+                   if not os.path.exists(f)]
+        if missing:
+            print(f"atomic-publish submit: warning: {len(missing)} source file(s) do not exist on this machine "
+                  f"yet (first: {missing[0]}); the job is written anyway, and each worker checks them when the "
+                  "task runs", file=sys.stderr)
+        files = write_metadata_job_files(publish, args.out, args.name, args.priority, args.pool, args.group,
+                                         resolve_store_id(getattr(args, "store_id", "auto")))
+        print(f"job info:    {files.job_info}")
+        print(f"plugin info: {files.plugin_info}")
+        print(f"metadata:    {files.manifest} ({len(publish.products)} product(s): "
+              f"{', '.join(m.subset for m in publish.products)})")
         if args.deadline_command:
             print(submit_with_deadlinecommand(args.deadline_command, files))
     except (SubmitError, OSError) as error:

@@ -217,3 +217,38 @@ def test_openpype_style_job_with_a_missing_frame_fails_and_publishes_nothing(tmp
     assert "sh010_renderMain_Z.1002.exr" in report["message"] and "permanent error, job" in report["message"]
     assert ayon.published() == [] and store.records.col.count_documents({}) == 0
     assert store.catalog.db.list_collection_names() == []
+
+
+# -- atomic-publish submit --metadata ---------------------------------------------------------------
+def test_submit_metadata_writes_a_job_that_publishes_it(tmp_path: Path, env, store) -> None:
+    from atomic_publish.deadline_plugin.jobfiles import read_job_info, read_plugin_info
+
+    ayon = AyonRender(tmp_path / "studio", aovs=("beauty", "Z"))
+    environ = {**env, "ATOMIC_PUBLISH_SETTINGS": str(ayon.settings)}
+    out = tmp_path / "job"
+    proc = run_cli(["submit", "--metadata", ayon.rootless(ayon.write()), "--project", "demo", "--out", str(out)],
+                   environ, check=True)
+    assert "2 product(s): renderMain_beauty, renderMain_Z" in proc.stdout
+    job, plugin = read_job_info(out / "job_info.job"), read_plugin_info(out / "plugin_info.job")
+    assert job["Plugin"] == "AtomicPublish" and job["Name"] == "publish demo/shots/sq01/sh010/renderMain_beauty (+1 more)"
+    assert job["EnvironmentKeyValue0"] == "AYON_PROJECT_NAME=demo"
+    assert plugin["MetadataFile"] == str(out / "renderMain_metadata.json") and "Manifest" not in plugin
+    proc = run_cli(["farm", str(out / "job_info.job"), str(out / "plugin_info.job"), "--json", "--dir",
+                    str(out / "farm"), "--workers", "1"], environ, timeout=240)
+    result = last_json(proc)
+    assert result["job_status"] == "Completed", proc.stdout + proc.stderr
+    assert store.catalog.project("demo").count_documents({"type": "version"}) == 2
+
+
+def test_submit_refuses_bad_metadata_and_writes_no_job(tmp_path: Path, env) -> None:
+    ayon = AyonRender(tmp_path / "studio", aovs=("beauty",))
+    data = ayon.metadata()
+    data["instances"][0]["representations"][0]["files"] = 3
+    out = tmp_path / "job"
+    proc = run_cli(["submit", "--metadata", str(ayon.write(data)), "--out", str(out)],
+                   {**env, "ATOMIC_PUBLISH_SETTINGS": str(ayon.settings), "AYON_PROJECT_NAME": "demo"})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"atomic-publish submit: invalid metadata {ayon.renders / 'renderMain_metadata.json'}: metadata field "
+        "instances[0].representations[0].files: is an integer: neither a list of file names nor a file name"]
+    assert not out.exists()
