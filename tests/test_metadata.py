@@ -254,6 +254,8 @@ def test_ayon_and_openpype_templates_map_to_layout_fields() -> None:
                         "v{version:0>4}").endswith("/{subset}/v{version:0>4}")
     assert map_template("{root[publish]}/{project[code]}/{task[name]}/v{version:0>3}") == \
         "{root[publish]}/{project[code]}/{task}/v{version:0>3}"
+    assert map_template("{root[work]}/{project[name]}/{folder[path]}/publish/{product[name]}/{@version}") == \
+        "{root[work]}/{project[name]}/{hierarchy}/{asset}/publish/{subset}/v{version:0>3}"
 
 
 SETTINGS = {"roots": {"work": {"linux": "/mnt/work"}}, "publish_template": AYON_TEMPLATE}

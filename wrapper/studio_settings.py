@@ -135,6 +135,11 @@ def map_template(template: str, version_template: str = DEFAULT_VERSION_TEMPLATE
             continue
         if conversion:
             raise SettingsError(path, field_name, f"field {{{name}}} has a conversion (!{conversion})")
+        if name == "folder[path]":  # AYON's full folder path: the parents, then the folder
+            if spec:
+                raise SettingsError(path, field_name, "{folder[path]} takes no format spec")
+            out.append("{hierarchy}/{asset}")
+            continue
         if name == "@version":
             if spec:
                 raise SettingsError(path, field_name, "{@version} takes no format spec (set version_template)")
@@ -146,7 +151,7 @@ def map_template(template: str, version_template: str = DEFAULT_VERSION_TEMPLATE
             mapped = FIELD_MAP[name]
         else:
             raise SettingsError(path, field_name, f"field {{{name}}} is not supported; use "
-                                + ", ".join("{" + f + "}" for f in [*FIELD_MAP, "root[NAME]", "@version"]))
+                                + ", ".join("{" + f + "}" for f in [*FIELD_MAP, "folder[path]", "root[NAME]", "@version"]))
         out.append("{" + mapped + (":" + spec if spec else "") + "}")
     mapped_template = "".join(out)
     from .layout import check_template
