@@ -232,6 +232,14 @@ def test_bad_metadata_is_refused_with_its_json_path(ayon: AyonRender, change, ex
     assert "\n" not in str(caught.value)
 
 
+def test_an_unmapped_windows_staging_dir_is_worker_local(ayon: AyonRender) -> None:
+    data = ayon.metadata()
+    data["instances"][1]["representations"][0]["stagingDir"] = "P:\\work\\renders"
+    with pytest.raises(WorkerLocalError, match=r"instances\[1\]\.representations\[0\]\.stagingDir 'P:.*"
+                                               "is a Windows path, unmapped on this worker"):
+        parse_publish(data, load_settings(str(ayon.settings)), environ=ayon.environ())
+
+
 def test_no_project_anywhere_is_refused(ayon: AyonRender) -> None:
     env = ayon.environ()
     env.pop("AYON_PROJECT_NAME")
@@ -385,6 +393,9 @@ def test_run_usage_metadata_and_manifest_are_exclusive(ayon: AyonRender, env, re
     assert proc.returncode == 78 and "argument --manifest: not allowed with argument --metadata" in proc.stdout
     proc = run_cli(["run", "--job-id", "j", "--task-id", "0"], env)
     assert proc.returncode == 78 and "one of the arguments --manifest --metadata is required" in proc.stdout
+    proc = run_cli(["run", "--manifest", str(render.write_manifest()), "--submitted-metadata", "/x.json",
+                    "--job-id", "j", "--task-id", "0"], env)
+    assert proc.returncode == 78 and "argument --submitted-metadata: is for --metadata" in proc.stdout
 
 
 # -- and a good one ----------------------------------------------------------------------------

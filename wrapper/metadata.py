@@ -114,10 +114,10 @@ _NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list",
 
 
 def _kind(value: Any) -> str:
+    """What a JSON value is, in the words of the error messages."""
     if isinstance(value, bool):
         return "true/false"
-    return {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object",
-            type(None): "null"}.get(type(value), type(value).__name__)
+    return _NAMES.get(type(value), type(value).__name__)
 
 
 def _get(obj: dict[str, Any], key: str, path: str, types: tuple[type, ...], required: bool = False) -> Any:
@@ -184,7 +184,11 @@ def _staging_dir(rep: dict[str, Any], rp: str, settings: StudioSettings, files: 
         if m["name"] not in settings.roots:
             raise MetadataError(f"{rp}.stagingDir", f"names root {m['name']!r}, which the studio settings "
                                 f"{settings.path or ''} do not declare (declared: {', '.join(sorted(settings.roots))})")
-    elif not os.path.isabs(staging) and not re.match(r"^[A-Za-z]:[\\/]", staging):
+    elif re.match(r"^[A-Za-z]:[\\/]", staging) and os.name != "nt":
+        raise WorkerLocalError(f"{rp}.stagingDir {staging!r} of the metadata is a Windows path, unmapped on this "
+                               "worker", "add a Deadline path mapping rule for it (or let the submitter write it "
+                               "rootless, with the studio settings' roots), or keep this platform's workers off the job")
+    elif not os.path.isabs(staging):
         raise MetadataError(f"{rp}.stagingDir", f"{staging!r} is neither rootless ({{root[NAME]}}/...) nor absolute")
     return staging.rstrip("/\\") or staging
 
