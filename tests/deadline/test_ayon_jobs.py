@@ -84,6 +84,20 @@ def run_task(tmp_path: Path, standin: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 # -- the plugin under the shim ---------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [
+    ["--headless", "publish", '"{root[work]}/a b/x_metadata.json"', "--targets", "farm"],
+    ["publish", "C:\\proj\\renders\\", 'say "hi"', "tab\there", "", "a\\\\\"b"],
+    ["publish", '\\\\server\\share\\x.json', "--use-staging"],
+])
+def test_split_arguments_undoes_list2cmdline(argv: list[str]) -> None:
+    """ayon-deadline joins the launcher's arguments with subprocess.list2cmdline; the plugin must
+    read back exactly those arguments (CommandLineToArgvW rules)."""
+    from atomic_publish.deadline_plugin.farm.lifecycle import load_plugin_module
+
+    module = load_plugin_module(PLUGIN)
+    assert module.SplitArguments(subprocess.list2cmdline(argv)) == argv
+
+
 def test_rootless_metadata_in_arguments_becomes_run_metadata(run_task, calls, tmp_path) -> None:
     rootless = "{root[work]}/demo/shots/sq01/sh010/work/lighting/renders/renderMain/renderMain_metadata.json"
     job, plugin_info = ayon_publish_job(rootless)
