@@ -15,7 +15,8 @@ import pytest
 from atomic_publish.wrapper.errors import WorkerLocalError
 from atomic_publish.wrapper.layout import plan_files, version_dir
 from atomic_publish.wrapper.metadata import MetadataError, load_publish, parse_publish
-from atomic_publish.wrapper.studio_settings import SettingsError, load_settings, map_template, parse_settings
+from atomic_publish.wrapper.studio_settings import (SettingsError, export_catalog_settings, load_settings, map_template,
+                                                     parse_settings)
 from helpers import last_json, run_cli
 
 AYON_TEMPLATE = ("{root[work]}/{project[name]}/{hierarchy}/{folder[name]}/publish/{product[type]}/"
@@ -304,9 +305,13 @@ def test_settings_file_defaults_overrides_and_absence(tmp_path: Path) -> None:
     assert (s.publish_root, s.link_mode, s.verify, s.catalog, s.ayon_server_url, s.version_status) == \
         ("{root[work]}", "copy", "size", "ayon", "https://ayon.studio", None)
     s = load_settings(environ={"ATOMIC_PUBLISH_SETTINGS": str(path), "ATOMIC_PUBLISH_CATALOG": "openpype",
-                               "ATOMIC_PUBLISH_AYON_SERVER_URL": "http://other:5000"})
+                               "AYON_SERVER_URL": "http://other:5000"})
     assert (s.catalog, s.ayon_server_url) == ("openpype", "http://other:5000")
     assert load_settings(environ={}) is None
+    # the catalogues read the environment: the file's values go there unless it already says
+    environ = {"AYON_SERVER_URL": "http://from-the-job:5000"}
+    assert export_catalog_settings(load_settings(str(path), environ={}), environ) == ["ATOMIC_PUBLISH_CATALOG"]
+    assert environ == {"AYON_SERVER_URL": "http://from-the-job:5000", "ATOMIC_PUBLISH_CATALOG": "ayon"}
     with pytest.raises(WorkerLocalError, match="is not readable on this worker"):
         load_settings(str(tmp_path / "missing.json"), environ={})
     path.write_text("{nope")

@@ -44,6 +44,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         outcome.emit(args.json)
         return outcome.exit_code
     try:
+        from .studio_settings import export_catalog_settings, load_settings
+
+        export_catalog_settings(load_settings())  # the settings file's catalogue, unless the plugin set one
         submitted_metadata = _submitted_metadata(args)
     except Exception as exc:  # a PublishError: bad settings or a root this worker lacks
         from .classify import classify

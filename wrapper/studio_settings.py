@@ -12,7 +12,9 @@ and, optionally, ``version_template``, ``publish_root``, ``link_mode``, ``verify
 ``ayon_server_url``, ``version_status``, ``project_codes``, ``follow_workfile_version`` and
 ``integrations`` (docs/ayon-openpype.md). No secret belongs here: the AYON API key travels in the
 plugin's 0600 secrets file, like the ftrack key. The plugin's ``Catalog`` and ``AyonServerUrl``
-entries override the file (``ATOMIC_PUBLISH_CATALOG``, ``ATOMIC_PUBLISH_AYON_SERVER_URL``).
+entries override the file (``ATOMIC_PUBLISH_CATALOG``, ``AYON_SERVER_URL``: the names the
+catalogues read, wrapper/catalogs/registry.py); ``export_catalog_settings`` hands the file's values
+to the catalogues where the environment says nothing.
 
 The file is validated as strictly as a manifest, before anything is written: a typo in a studio
 setting must fail the first job in one line, not publish to the wrong folder.
@@ -31,11 +33,13 @@ import jsonschema
 from .errors import ManifestError, WorkerLocalError
 from .manifest import NAME, ROOT_REF, read_json
 
-__all__ = ["SettingsError", "StudioSettings", "load_settings", "map_template", "SETTINGS_ENV"]
+__all__ = ["SettingsError", "StudioSettings", "export_catalog_settings", "load_settings", "map_template",
+           "SETTINGS_ENV"]
 
 SETTINGS_ENV = "ATOMIC_PUBLISH_SETTINGS"
 CATALOG_ENV = "ATOMIC_PUBLISH_CATALOG"
-AYON_URL_ENV = "ATOMIC_PUBLISH_AYON_SERVER_URL"
+AYON_URL_ENV = "AYON_SERVER_URL"
+AYON_STATUS_ENV = "AYON_VERSION_STATUS"
 CATALOGS = ("openpype", "ayon")
 DEFAULT_VERSION_TEMPLATE = "v{version:0>3}"
 
@@ -224,7 +228,8 @@ def parse_settings(data: Any, path: str | None = None, environ: Mapping[str, str
         path=path, roots=roots, publish_template=data["publish_template"], template=template,
         publish_root=publish_root, link_mode=data.get("link_mode", "copy"), verify=data.get("verify", "size"),
         catalog=catalog, ayon_server_url=(environ.get(AYON_URL_ENV) or "").strip() or data.get("ayon_server_url"),
-        version_status=data.get("version_status"), project_codes=dict(data.get("project_codes", {})),
+        version_status=(environ.get(AYON_STATUS_ENV) or "").strip() or data.get("version_status"),
+        project_codes=dict(data.get("project_codes", {})),
         follow_workfile_version=bool(data.get("follow_workfile_version", False)),
         integrations=tuple(data.get("integrations", ())))
 
@@ -247,3 +252,19 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
     except ManifestError as exc:
         raise SettingsError(path, "", exc.problem) from None
     return parse_settings(data, path, environ)
+
+
+def export_catalog_settings(settings: StudioSettings | None, environ: dict[str, str] | None = None) -> list[str]:
+    """Give the catalogues (which read the environment: wrapper/catalogs/registry.py) the settings
+    file's ``catalog``, ``ayon_server_url`` and ``version_status`` where the environment sets none
+    (the plugin configuration and the job environment win). Returns the names it set."""
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    if settings is None or settings.path is None:
+        return []
+    names = []
+    for name, value in ((CATALOG_ENV, settings.catalog), (AYON_URL_ENV, settings.ayon_server_url),
+                        (AYON_STATUS_ENV, settings.version_status)):
+        if value and not (environ.get(name) or "").strip():
+            environ[name] = value
+            names.append(name)
+    return names

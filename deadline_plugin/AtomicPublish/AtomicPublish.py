@@ -39,7 +39,7 @@ ON_PERMANENT_ERROR_VALUES = ("fail-job", "fail-task")
 SETTINGS_ENTRIES = (
     ("SettingsFile", "ATOMIC_PUBLISH_SETTINGS"),
     ("Catalog", "ATOMIC_PUBLISH_CATALOG"),
-    ("AyonServerUrl", "ATOMIC_PUBLISH_AYON_SERVER_URL"),
+    ("AyonServerUrl", "AYON_SERVER_URL"),  # as the Ayon plugin passes it; the AYON catalogue reads it
 )
 # options of the launcher's `publish` command (ayon-core cli.py, OpenPype pype_commands) that take a value
 PUBLISH_VALUE_OPTIONS = ("--targets", "-t")

@@ -174,7 +174,7 @@ def test_settings_catalogue_and_ayon_key_reach_the_wrapper_the_key_privately(run
     assert (f"INFO: Setting Process Environment Variable ATOMIC_PUBLISH_SETTINGS to "
             f"{tmp_path}/pipeline/atomic_publish.json") in log
     assert "Setting Process Environment Variable ATOMIC_PUBLISH_CATALOG to ayon" in log
-    assert "Setting Process Environment Variable ATOMIC_PUBLISH_AYON_SERVER_URL to https://ayon.studio" in log
+    assert "Setting Process Environment Variable AYON_SERVER_URL to https://ayon.studio" in log
     assert "integration settings AYON_API_KEY from the plugin configuration, passed to the wrapper in a 0600 file" in log
     everything = "\n".join([*calls()[0]["argv"], log, outcome.message, json.dumps(record)])
     assert API_KEY not in everything
