@@ -2,7 +2,7 @@
 
 ``ATOMIC_PUBLISH_COMMAND_LOG=FILE`` makes :func:`install_from_env` register a pymongo
 ``CommandListener`` before the client is made; each command started appends one line
-``<command name> <database>`` to FILE. The benchmark and ``tests/test_budgets.py`` count the
+``<command name> <database> <collection>`` to FILE (collection "-" for commands without one). The benchmark and ``tests/test_budgets.py`` count the
 lines: a publish has a fixed budget of commands (on network storage each one is a round trip,
 0.2 to 1 ms on a LAN, tens of ms across sites).
 
@@ -30,7 +30,9 @@ def install_from_env() -> bool:
 
     class _Log(monitoring.CommandListener):
         def started(self, event: monitoring.CommandStartedEvent) -> None:
-            os.write(fd, f"{event.command_name} {event.database_name}\n".encode())
+            target = event.command.get(event.command_name)
+            collection = target if isinstance(target, str) and target else "-"
+            os.write(fd, f"{event.command_name} {event.database_name} {collection}\n".encode())
 
         def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
             pass
@@ -41,6 +43,15 @@ def install_from_env() -> bool:
     monitoring.register(_Log())
     _installed = True
     return True
+
+
+def staged_saves(path: str) -> int:
+    """How many of the logged commands saved staging progress (one per checkpoint batch)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return sum(1 for line in fh if line.split()[:1] == ["update"] and line.split()[-1] == "staged_files")
+    except FileNotFoundError:
+        return 0
 
 
 def read_counts(path: str) -> list[str]:

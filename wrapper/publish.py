@@ -216,7 +216,6 @@ class Attempt:
         self.source_stats: dict[str, os.stat_result] | None = None  # from the pre-flight, reused by staging
         self._fenced_at = float("-inf")  # when a fenced write last proved the epoch ours
         self._closed = False  # the attempt's history entry was closed with the PUBLISHED write
-        self._last_batch: dict[str, dict[str, Any]] = {}  # staging's last batch, saved with STAGED
         self._staging_with_reserve = False  # the reservation's transaction also writes STAGING
         self._staging_written: dict[str, Any] | None = None
         self._reserve_tried: set[int] = set()  # products whose reservation was tried in this attempt
@@ -501,18 +500,7 @@ class Attempt:
         totals = StageTotals()
         for i in range(len(self.products)):
             unset.update(self._stage_product(i, known, checkpoint, totals))
-        if self._last_batch:  # the last batch and STAGED in one transaction, STAGED its fence (issue 18)
-            update: dict[str, Any] = {"$set": {"state": R.STAGED, "stage_stats": totals.as_dict()}}
-            if unset:
-                update["$unset"] = unset
-            seq, last = next(batches), self._last_batch
-            self._r(f"record state {R.STAGED}", self.store.records.fenced_write, self.key, self.epoch,
-                    lambda s: self.store.staged.save(self.key, self.epoch, seq, last, session=s), True, update)
-            self._fenced_at = time.monotonic()
-            self.state = R.STAGED
-            self.rec.update(state=R.STAGED, stage_stats=totals.as_dict())
-        else:
-            self._set(R.STAGED, _unset=unset, stage_stats=totals.as_dict())
+        self._set(R.STAGED, _unset=unset, stage_stats=totals.as_dict())
         failpoints.hit("staged")
         progress.status(f"staged {totals.files} files ({totals.copied_files} copied, {totals.reused_files} reused)")
 
@@ -554,9 +542,7 @@ class Attempt:
         stats = stage(plan, staging_dir, self.epoch, known, local_dirs,
                       m.link_mode, m.verify, self.req.worker, checkpoint, self.guard.check,
                       threads=self.req.policy.threads, retry=self._r, tick=self.keeper.tick,
-                      cleanup=remove_old if old else None, src_stats=self.source_stats,
-                      defer_last=len(self.products) == 1 and self.store.supports_transactions())
-        self._last_batch = stats.unsaved  # saved with STAGED (synced already)
+                      cleanup=remove_old if old else None, src_stats=self.source_stats)
         self.guard.check()
         write_marker(staging_dir, {"key": self.key, "job_id": self.req.job_id, "task_id": str(self.req.task_id),
                                    "version": view["version"], "fingerprint": self.fingerprint,

@@ -48,7 +48,6 @@ class StageStats:
     reused_bytes: int = 0
     linked_files: int = 0
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    unsaved: dict[str, dict[str, Any]] = field(default_factory=dict)  # the last batch, when deferred (synced)
 
 
 def _source_stat(path: str, worker: str) -> os.stat_result:
@@ -342,7 +341,7 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
           checkpoint: Callable[[dict[str, dict[str, Any]]], None], guard: Callable[[], None],
           threads: int = 4, retry: Callable[..., Any] | None = None,
           tick: Callable[[], None] = _no_tick, cleanup: Callable[[], None] | None = None,
-          src_stats: dict[str, os.stat_result] | None = None, defer_last: bool = False) -> StageStats:
+          src_stats: dict[str, os.stat_result] | None = None) -> StageStats:
     """Stage every planned file into ``staging_dir``; returns the verified entries by file id.
 
     ``retry(operation, fn, *args)`` runs one file copy under the in-process retry policy.
@@ -356,9 +355,6 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
     safe point) or a transient failure saves every file verified so far before it propagates,
     and at most one batch of verified files is ever unsaved beyond the one being saved, so a
     SIGKILL costs at most that much copying again.
-
-    ``defer_last``: the last batch is made durable but not saved; it is returned in
-    ``StageStats.unsaved`` for the caller to save with its next record write (one transaction).
     """
     retry = retry or (lambda _op, fn, *a: fn(*a))
     syncer = BatchSync(staging_dir)
@@ -413,22 +409,13 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
         if due and inflight is None:
             submit()
 
-    def save_verified(defer: bool = False) -> None:
-        """On the way out: wait for the checkpoint in flight, then save what is still pending
-        (``defer``: sync it and hand it to the caller instead)."""
+    def save_verified() -> None:
+        """On the way out: wait for the checkpoint in flight, then save what is still pending."""
         nonlocal inflight
         if inflight is not None:
             done, inflight = inflight, None
             done.result()
             failpoints.hit("stage.checkpoint")
-        if pending and defer:
-            if unsynced:
-                try:
-                    syncer.sync()
-                except OSError as exc:
-                    raise classify_oserror(exc, "staging", staging_dir, worker) from None
-            stats.unsaved = dict(pending)
-            pending.clear()
         if pending:
             save(dict(pending), unsynced)
             pending.clear()
@@ -474,7 +461,7 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
         finally:
             if cleaner:
                 cleaner.shutdown(wait=True)
-        save_verified(defer_last)
+        save_verified()
     except BaseException as exc:
         if _worth_saving(exc):
             try:
