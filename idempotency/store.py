@@ -38,8 +38,11 @@ class Store:
         self._store_id: str | None = None
         # The catalogue is received (issue 15: wrapper/catalogs, registry.from_environment builds one on
         # this client); without one, the OpenPype documents helper on this client, as before.
-        self.catalog = catalog if catalog is not None else \
-            Catalog(client, database or os.environ.get("ATOMIC_PUBLISH_DATABASE", "avalon"))
+        if catalog is None:
+            from ..wrapper.catalogs.openpype import OpenPypeCatalog  # the default backend, on this client
+
+            catalog = OpenPypeCatalog(client, database or os.environ.get("ATOMIC_PUBLISH_DATABASE", "avalon"))
+        self.catalog = catalog
 
     def ensure_indexes(self) -> None:
         """Create the indexes unless they exist: one round trip on every attempt after the first.

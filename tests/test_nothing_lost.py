@@ -101,7 +101,7 @@ def test_a_final_folder_taken_before_the_commit_moves_the_publish_to_the_next_nu
     (taken / "by-hand.txt").write_text("someone else's")                     # made by a person meanwhile
     proc, out = publish(manifest, env, "jobT")
     assert proc.returncode == 0 and out["version"] == 2, (out, proc.stdout)
-    assert "takes v002 instead (nothing was overwritten)" in proc.stdout
+    assert "this publish takes v002 instead (nothing was overwritten)" in proc.stdout
     assert sorted(p.name for p in taken.iterdir()) == ["by-hand.txt"]
     assert len(list(Path(out["final_dir"]).glob("*.exr"))) == 3
     assert store.reservations.col.count_documents({"key": KEY.format(job="jobT")}) == 1

@@ -22,7 +22,8 @@ from ..idempotency.store import Store, open_store
 from . import failpoints, integrate, progress, retry
 from .classify import classify, classify_oserror
 from .commit import move_into_place, read_marker, write_marker
-from .documents import parent_documents, resolve_rootless, rootless, version_documents
+from .catalogs.entries import entry_from_manifest, subject_of
+from .documents import resolve_rootless, rootless
 from .errors import (BUSY, PERMANENT, TRANSIENT, DestinationError, ManifestError, PublishError,
                      PublishRootUnavailable, RolledBack, SourceError, StagingTaken, StorageInvisible, Superseded,
                      TransientError, VersionConflict)
@@ -90,7 +91,8 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
     except PublishError as exc:
         return Outcome.from_error(exc, done=NOTHING_WRITTEN)
     try:  # not retried here: a task that cannot reach the store fails fast and the farm requeues it
-        store = open_store(req.store_uri, ensure_indexes=False)  # made before the first write (Attempt.run)
+        store = open_store(req.store_uri, ensure_indexes=False,  # made before the first write (Attempt.run)
+                           catalog=_chosen_catalog)
     except Exception as exc:
         return Outcome.from_error(classify(exc), key=key, done=NOTHING_WRITTEN)
     try:
@@ -101,6 +103,14 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
         return Attempt(store, manifest, key, print_, req, guard, integrations, products).run()
     finally:
         store.close()
+
+
+def _chosen_catalog(client: Any) -> Any:
+    """Where versions become visible: the worker's setting (ATOMIC_PUBLISH_CATALOG, the plugin's
+    Catalog), never the manifest's; OpenPype's documents on the store's own client by default."""
+    from .catalogs import registry
+
+    return registry.from_environment(client=client, database=os.environ.get("ATOMIC_PUBLISH_DATABASE") or None)
 
 
 def _load_products(req: Request) -> tuple[list[Manifest], Any]:
@@ -368,6 +378,9 @@ class Attempt:
                     raise VersionConflict(f"version {m.version} of {m.subset}: folder {final} belongs to {owner}; "
                                           "nothing was overwritten")
         self.source_stats = stats
+        catalog = self.store.catalog
+        catalog.check_environment(sorted({m.project_name for m in self.products}))
+        catalog.check_subjects([subject_of(m) for m in self.products])
         for integration in self.integrations:
             integration.check_environment()
 
@@ -415,7 +428,7 @@ class Attempt:
                     progress.info(f"warning: version folder {final} exists and belongs to {owner}; "
                                   "skipping that number (run `atomic-publish audit`)")
                 return f"folder {final} belongs to {owner}"
-            holder = cat.version_holder(m.project_name, m.asset, m.subset, number)
+            holder = cat.version_holder(subject_of(m), number)
             if holder is not None and holder != self.key:
                 return f"a version document made by {holder or 'a publish outside atomic-publish'}"
             return None
@@ -441,7 +454,7 @@ class Attempt:
             self._reserve_tried.add(i)
             return self.store.reservations.reserve(
                 self.key, m.project_name, m.asset, m.subset, m.version,
-                cat.highest_version(m.project_name, m.asset, m.subset), taken_by, insert, known_absent)
+                cat.highest_version(subject_of(m)), taken_by, insert, known_absent)
 
         return self._r("reserve a version number", reserve)
 
@@ -632,27 +645,23 @@ class Attempt:
         stats.update(rename=renamed[0] if len(renamed) == 1 else renamed, documents_inserted=inserted)
         return stats
 
-    def _insert_documents(self) -> int:
-        """Every product's catalogue documents (deterministic ids: a replay inserts nothing twice)."""
-        cat, inserted = self.store.catalog, 0
-        first_try, self._first_insert = getattr(self, "_first_insert", False), False  # a retry looks first
+    def _entries(self) -> list[Any]:
+        """What the catalogue makes visible: one entry per product, built from the manifest and the
+        record only (the commit time too), so a roll-forward on any worker builds the same."""
+        several = len(self.products) > 1
+        entries = []
         for i, m in enumerate(self.products):
             view = {**self.rec, **self._view(i), "files": self.rec.get("files") or {}} if i else self.rec
-            ident = self.key if len(self.products) == 1 else f"{self.key}#{m.subset}"
-            cat.ensure_project_index(m.project_name)  # for the next publishes' version lookups
-            parents, subset_doc = parent_documents(m)
-            asset_doc = cat.find_asset(m.project_name, m.asset)
-            asset_id = asset_doc["_id"] if asset_doc else parents[1]["_id"]
-            found = cat.find_subset(m.project_name, asset_id, m.subset)
-            subset_doc = found or {**subset_doc, "parent": asset_id}
-            version_doc, reps = version_documents(m, ident, view, plan_files(m, view["version"]), view["final_dir"],
-                                                  subset_doc["_id"])
-            version_doc["data"]["atomic_publish"]["key"] = self.key  # the publish's key, for lookups and audit
-            if len(self.products) > 1:
-                version_doc["data"]["atomic_publish"]["product"] = m.subset
-            inserted += cat.insert_publish(m.project_name, [] if asset_doc else parents, subset_doc, version_doc, reps,
-                                           subset_found=found is not None, first_try=first_try)
-        return inserted
+            data = dict(getattr(m, "version_data", None) or {})
+            entries.append(entry_from_manifest(m, self.key, view, plan_files(m, view["version"]), view["final_dir"],
+                                               id_parts=(self.key, m.subset) if several else (self.key,), data=data,
+                                               families=tuple(data.get("families") or ())))
+        return entries
+
+    def _insert_documents(self) -> int:
+        """Every product's catalogue entries in one call: all visible together, or none (invariant
+        10); deterministic ids, so a replay creates nothing twice."""
+        return self.store.catalog.publish(self._entries())
 
     def _rollback(self, reason: str) -> None:
         """Undo everything before COMMITTING; idempotent, so a crash midway is finished later."""
@@ -732,6 +741,11 @@ class Attempt:
         for i, m in enumerate(self.products):
             final = self._local_final(i)
             owner = self._folder_owner(final)
+            catalog = self.store.catalog
+            if owner is None and catalog.others_create_versions:  # an artist's publish may have taken it
+                holder = catalog.version_holder(subject_of(m), int(self._view(i)["version"]))
+                if holder is not None and holder != self.key:
+                    owner = f"a version made by {holder or 'another client'} in the {catalog.name} catalogue"
             if owner is None:
                 continue
             version = int(self._view(i)["version"])
@@ -778,8 +792,8 @@ class Attempt:
         self._set(self.state, **self._fields(i, version=version, final_dir=final, final_rootless=rootless(final, m)))
         self._remember(i, version=version, final_dir=final, final_rootless=rootless(final, m))
         self.rec["files"] = {**(self.rec.get("files") or {}), **moved}
-        progress.info(f"warning: version folder {taken} was created by {owner} after v{old:0>3} of {m.subset} was "
-                      f"reserved; this publish takes v{version:0>3} instead (nothing was overwritten)")
+        progress.info(f"warning: v{old:0>3} of {m.subset} was taken after it was reserved ({owner}; its folder "
+                      f"{taken}); this publish takes v{version:0>3} instead (nothing was overwritten)")
 
     def _store_id(self) -> str | None:
         try:

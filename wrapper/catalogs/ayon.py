@@ -156,6 +156,7 @@ class AyonCatalog(Catalog):
     ``key_here``: the key is this worker's own (a refusal is worker-local, else permanent)."""
 
     name: ClassVar[str] = "ayon"
+    others_create_versions: ClassVar[bool] = True
 
     def __init__(self, url: str, api_key: str | None, *, version_status: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, max_retries: int | None = None, key_here: bool = False):
@@ -227,6 +228,20 @@ class AyonCatalog(Catalog):
         if self.version_status:
             for project in projects:
                 self._check_status(project)
+
+    @_mapped("look up folders and tasks")
+    def _check_subjects(self, subjects: tuple[Subject, ...]) -> None:
+        for s in subjects:
+            folder = self._folder(s)
+            if folder is None:
+                raise CatalogRefused(f"AYON folder {s.folder_path} does not exist in project {s.project_name!r}; "
+                                     "nothing was written",
+                                     "create the folder in AYON (production creates the shots and assets a render "
+                                     "belongs to), or fix folderPath of the publish, and resubmit")
+            if s.task and self.con.get_task_by_name(s.project_name, folder["id"], s.task, fields={"id"}) is None:
+                raise CatalogRefused(f"AYON task {s.task!r} does not exist in folder {s.folder_path} of project "
+                                     f"{s.project_name!r}; nothing was written",
+                                     "create the task in AYON, or fix the task of the publish, and resubmit")
 
     def _folder(self, subject: Subject) -> dict | None:
         return self.con.get_folder_by_path(subject.project_name, subject.folder_path, fields={"id", "path", "name"})

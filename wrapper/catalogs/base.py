@@ -148,6 +148,9 @@ class Catalog(ABC):
     """
 
     name: ClassVar[str] = ""
+    #: Do other clients create versions directly in this catalogue (an artist's AYON publish)? Then
+    #: the number is looked up again just before the point of no return, not only when reserved.
+    others_create_versions: ClassVar[bool] = False
 
     @classmethod
     def from_environment(cls, *, client: Any = None, database: str | None = None,
@@ -169,6 +172,18 @@ class Catalog(ABC):
         Idempotent: reads only. Returns None. Raises ``CatalogUnavailable`` (transient),
         ``CatalogAuthRefused`` / ``CatalogAuthRefusedHere`` or ``CatalogRefused`` (a missing project)."""
         self._check_environment(tuple(projects))
+
+    def check_subjects(self, subjects: Sequence[Subject]) -> None:
+        """Pre-flight, before anything is written: each product's place exists where the backend
+        requires it (AYON: the folder and the task, which production creates; OpenPype creates
+        missing parents, so nothing is required).
+
+        Idempotent: reads only. Returns None. Raises ``CatalogRefused`` naming what is missing
+        (permanent), ``CatalogUnavailable``."""
+        self._check_subjects(tuple(subjects))
+
+    def _check_subjects(self, subjects: tuple[Subject, ...]) -> None:
+        """Backends that require existing parents override this."""
 
     def highest_version(self, subject: Subject) -> int:
         """The highest version number the product has (0 when it has none or does not exist), inactive
