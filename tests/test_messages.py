@@ -70,7 +70,7 @@ def test_argument_errors_name_the_argument(render, env):
         (["run", "--manifest", manifest, "--job-id", "job1", "--task-id", "x"], "argument --task-id: 'x' is not a task id"),
         (["run", "--manifest", manifest, "--job-id", "j", "--task-id", "0", "--threads", "many"],
          "argument --threads: invalid int value: 'many'"),
-        (["run", "--job-id", "j", "--task-id", "0"], "command line: the following arguments are required: --manifest"),
+        (["run", "--job-id", "j", "--task-id", "0"], "command line: one of the arguments --manifest --metadata is required"),
         (["run", "--manifest", str(render.root / "nope.json"), "--job-id", "j", "--task-id", "0"],
          "argument --manifest: file"),
     ]
