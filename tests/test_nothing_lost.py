@@ -336,3 +336,22 @@ def test_deleting_the_render_of_a_hardlinked_version_is_not_a_modification(rende
     for f in render.frames:
         f.unlink()                                          # the render folder cleaned after the publish
     assert audit(env, render.publish_root)["violations"] == []
+
+
+def test_gc_dry_run_lists_exactly_what_the_real_run_removes(render, env, store):
+    manifest = render.write_manifest()
+    for _ in range(2):                                      # epoch 1 and epoch 2 stopped mid-staging
+        stopped(manifest, env, "jobY", "stage.checkpoint=exit@1")
+    rec = store.records.get(KEY.format(job="jobY"))
+    Path(rec["staging_dirs"]["1"]).mkdir(exist_ok=True)     # a dead epoch's folder (a zombie's leftover)
+    orphan = Path(rec["final_dir"]).parent / ".v009.staging-0123456789ab-e3"
+    orphan.mkdir()                                          # no record knows it
+    args = ["gc", "--older-than", "0s", "--root", str(render.publish_root)]
+    dry = run_cli([*args, "--dry-run"], env, check=True).stdout
+    wet = run_cli(args, env, check=True).stdout
+    would = sorted(line.split(" (")[0].replace("would remove ", "") for line in dry.splitlines()
+                   if line.startswith("would remove /"))
+    removed = sorted(line.split(" (")[0].replace("removing ", "") for line in wet.splitlines()
+                     if line.startswith("removing /"))
+    assert would == removed == sorted([rec["staging_dirs"]["1"], str(orphan)]), (dry, wet)
+    assert Path(rec["staging_dirs"]["2"]).is_dir()          # the current epoch's folder stays
