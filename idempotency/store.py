@@ -8,7 +8,7 @@ from typing import Any, Callable
 from pymongo.errors import DuplicateKeyError
 
 from ..wrapper.errors import StoreMismatch
-from .catalog import TRANSACTION_TOPOLOGIES, Catalog
+from .catalog import TRANSACTION_TOPOLOGIES
 from .connection import connect, resolve_uri
 from .records import Records, utcnow
 from .reservations import Reservations
