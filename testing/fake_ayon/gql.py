@@ -174,7 +174,10 @@ class _Project:
 
     def _representation(self, row: dict) -> dict:
         files = [{**f, "size": str(f.get("size", 0))} for f in row.get("files") or []]
-        return {**self._own(row), "files": files, "context": json.dumps(row.get("context") or {}),
+        # as ayon-backend's representation_from_record: ``context`` is ``data.context`` serialized
+        # (a representation has no top-level context: the operations endpoint keeps it in data)
+        context = (row.get("data") or {}).get("context", {})
+        return {**self._own(row), "files": files, "context": json.dumps(context),
                 "traits": _json_or_null(row.get("traits"))}
 
     # -- connections -------------------------------------------------------------------

@@ -150,3 +150,28 @@ def test_every_declared_route_is_served(ayon, con, folder):
         response = requests.request(method, ayon.url + path, headers={"x-api-key": API_KEY},
                                     json=body if method == "POST" else None, timeout=5)
         assert response.status_code == 200, f"{method} {path}: {response.text}"
+
+
+def test_representation_context_is_served_from_data_context(con, folder):
+    """ayon-backend's GraphQL RepresentationNode.context is ``json_dumps(data.get("context", {}))``
+    (graphql/nodes/representation.py, representation_from_record): the loader reads the
+    context the integrator put into ``data.context``, not a top-level field."""
+    context = {"root": {"work": "/mnt/work"}, "project": {"name": PROJECT, "code": "pj"},
+               "folder": {"name": "sh010"}, "product": {"name": "renderCtx", "type": "render"},
+               "version": 1, "representation": "exr", "ext": "exr", "frame": "1001"}
+    session = OperationsSession(con=con)
+    product = new_product_entity("renderCtx", "render", folder["id"], entity_id=eid("renderCtx"))
+    version = new_version_entity(1, product["id"], entity_id=eid("renderCtx", "1"))
+    with_context = new_representation_entity("exr", version["id"], files=[], attribs={},
+                                             data={"context": context}, entity_id=eid("renderCtx", "exr"))
+    without = new_representation_entity("mov", version["id"], files=[], attribs={}, data={},
+                                         entity_id=eid("renderCtx", "mov"))
+    for entity_type, entity in (("product", product), ("version", version), ("representation", with_context),
+                                ("representation", without)):
+        session.create_entity(PROJECT, entity_type, entity)
+    session.commit()
+    reps = {r["name"]: r for r in con.get_representations(PROJECT, version_ids=[version["id"]],
+                                                          fields={"id", "name", "context", "data"})}
+    assert reps["exr"]["context"] == context
+    assert reps["mov"]["context"] == {}
+    assert reps["exr"]["data"]["context"] == context
