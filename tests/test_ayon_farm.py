@@ -421,6 +421,64 @@ def test_refused_api_key_is_classified_with_the_fix_and_never_printed(tmp_path: 
         assert "AyonApiKey" in out["message"], out  # the fix: where the key is set
         assert wrong not in text and API_KEY not in text
         assert side.server.stats()["rejected_auth"] >= 1 and side.server.stats()["batches"] == 0
-        assert store.records.col.count_documents({}) == 0 and ayon.published() == []
+        # worker-local: the attempt is on the record (no version reserved) for the next worker; permanent: none
+        assert [r["state"] for r in store.records.col.find({})] == (["NEW"] if cls == "worker-local" else [])
+        assert store.reservations.col.count_documents({}) == 0 and ayon.published() == []
     finally:
         side.close()
+
+
+def test_failed_job_is_rolled_back_by_the_event_plugin_with_the_ayon_catalogue(tmp_path: Path, env, store) -> None:
+    """The event plugin hands SettingsFile, Catalog, AyonServerUrl and the key (0600 file) to abandon."""
+    side = Side("ayon", tmp_path, env, store, AyonRender(tmp_path / "studio", aovs=AOVS))
+    try:
+        out_dir = tmp_path / "job"
+        job, plugin_info = ayon_publish_job(side.ayon.rootless(side.ayon.write()),
+                                            output_dir=str(side.ayon.publish_dir))
+        job["FailureDetectionTaskErrors"] = "2"
+        farm_env = {**side.farm_env(), "ATOMIC_PUBLISH_FAILPOINTS": "staged=raise"}
+        proc = subprocess.run(farm_cmd(side, out_dir, job, plugin_info, "--workers", "1", "--events"),
+                              env=farm_env, capture_output=True, text=True, timeout=240)
+        out = last_json(proc)
+        assert out["job_status"] == "Failed", proc.stdout + proc.stderr
+        key = f"deadline10:{out['job_id']}:0"
+        events = (out_dir / "farm").rglob("*.log")
+        text = "\n".join(p.read_text(errors="replace") for p in events)
+        mine = [l for l in text.splitlines() if "AtomicPublishEvents: " + key in l]
+        assert mine and "-> ROLLED_BACK: rolled back" in mine[0], text[-3000:]
+        assert store.records.get(key)["state"] == "ROLLED_BACK"
+        assert side.ayon.published() == [] and side.entities() == 0  # every product's staging folder removed
+        no_secret(proc.stdout, proc.stderr, text)
+    finally:
+        side.close()
+
+
+def test_event_plugin_environment_carries_the_catalogue_and_the_key_privately() -> None:
+    """What abandon receives from the event plugin: the AtomicPublish plugin's catalogue entries as
+    environment, the API key only in the 0600 secrets file (the same WrapperSettings as the Monitor's)."""
+    from atomic_publish.deadline_plugin.farm.lifecycle import load_plugin_module
+    from atomic_publish.deadline_plugin.resources import events_plugin_dir
+
+    module = load_plugin_module(events_plugin_dir() / "AtomicPublishEvents.py")
+
+    class Config:
+        def __init__(self, entries):
+            self.entries = entries
+
+        def GetConfigEntryWithDefault(self, key, default):
+            return self.entries.get(key, default)
+
+    job_plugin = Config({"SettingsFile": "/studio/atomic_publish.json", "Catalog": "ayon",
+                         "AyonServerUrl": "https://ayon.studio", "AyonApiKey": API_KEY})
+    settings = module.WrapperSettings(Config({}), job_plugin)
+    try:
+        environment = settings.Environment(True)
+        assert (environment["ATOMIC_PUBLISH_SETTINGS"], environment["ATOMIC_PUBLISH_CATALOG"],
+                environment["AYON_SERVER_URL"]) == ("/studio/atomic_publish.json", "ayon", "https://ayon.studio")
+        assert API_KEY not in json.dumps({k: v for k, v in environment.items() if k != "ATOMIC_PUBLISH_SECRETS_FILE"})
+        secrets = Path(environment["ATOMIC_PUBLISH_SECRETS_FILE"])
+        assert secrets.stat().st_mode & 0o777 == 0o600
+        assert secrets.read_text() == f"AYON_API_KEY={API_KEY}\n"
+        assert "ATOMIC_PUBLISH_SECRETS_FILE" not in settings.Environment(False)  # status: no secrets
+    finally:
+        settings.RemovePrivateFiles()

@@ -78,10 +78,16 @@ def _outcome_of(store, rec: dict[str, Any], reason: str, worker: str):
     from .guard import StopGuard
     from .publish import Attempt, Request
 
+    from .manifest import parse_manifest
+
     manifest, integrations = _manifest_and_integrations(rec)
+    # every product of the publish (invariant 10): the rollback removes each one's staging folder
+    products = [manifest] + [parse_manifest(json.loads(view["manifest_json"]))
+                             for view in R.product_views(rec)[1:] if view.get("manifest_json")]
     req = Request(manifest_path="(the record's manifest_json)", job_id=str(rec.get("job_id")),
                   task_id=str(rec.get("task_id")), worker=worker)
-    return Attempt(store, manifest, rec["_id"], rec["fingerprint"], req, StopGuard(), integrations).abandon(reason)
+    return Attempt(store, manifest, rec["_id"], rec["fingerprint"], req, StopGuard(), integrations,
+                   products).abandon(reason)
 
 
 def _left_alone(rec: dict[str, Any], before: str) -> KeyResult | None:
@@ -163,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
     from .cliutil import open_store_for
 
     reason = args.reason or f"job {args.job_id} was failed or deleted in Deadline"
-    store = open_store_for("abandon", args.store)
+    store = open_store_for("abandon", args.store, chosen_catalog=True)  # the catalogue `run` published into
     if store is None:
         return EXIT_CODES[TRANSIENT]
     try:

@@ -29,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
     from .layout import plan_files
     from .manifest import parse_manifest
 
-    store = open_store_for("deliver", args.store, start_embedded=True)
+    store = open_store_for("deliver", args.store, start_embedded=True, chosen_catalog=True)
     if store is None:
         return 1
     query: dict = {"state": "PUBLISHED"}

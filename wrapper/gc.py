@@ -210,7 +210,7 @@ def collect(store, roots: list[str], older_than: float, dry_run: bool, say=print
 def main(args: argparse.Namespace) -> int:
     from .cliutil import open_store_for
 
-    store = open_store_for("gc", args.store, start_embedded=not args.dry_run)
+    store = open_store_for("gc", args.store, start_embedded=not args.dry_run, chosen_catalog=True)
     if store is None:
         return 2
     try:

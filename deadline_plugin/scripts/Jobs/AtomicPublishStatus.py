@@ -120,6 +120,12 @@ def ShowText(text):
     DeadlineScriptDialog().ShowMessageBox(text, TITLE)
 
 
+# the AtomicPublish plugin's catalogue entries (its SETTINGS_ENTRIES): `abandon` and `status` must build
+# the catalogue `run` published into (docs/ayon-openpype.md); the API key goes in the 0600 secrets file
+CATALOG_ENTRIES = (("SettingsFile", "ATOMIC_PUBLISH_SETTINGS"), ("Catalog", "ATOMIC_PUBLISH_CATALOG"),
+                   ("AyonServerUrl", "AYON_SERVER_URL"))
+
+
 class WrapperSettings(object):
     """How to run the wrapper here: the configuration entries (this plugin's own first, then the
     AtomicPublish job plugin's) and the private files that carry the secrets.
@@ -161,6 +167,11 @@ class WrapperSettings(object):
                 pairs.append((name.strip(), value.strip()))
         return pairs
 
+    def CatalogSecrets(self):
+        """(NAME, VALUE) pairs of the catalogue: the AYON API key (AyonApiKey), never in the log."""
+        value = self.GetConfigEntryWithDefault("AyonApiKey", "").strip()
+        return [("AYON_API_KEY", value)] if value else []
+
     def WritePrivateFile(self, kind, content):
         """Write ``content`` to a new 0600 file in the private folder; "" when there is nothing to write."""
         if not content:
@@ -181,8 +192,12 @@ class WrapperSettings(object):
         storeFile = self.WritePrivateFile("store", self.GetConfigEntryWithDefault("StoreUri", "").strip())
         if storeFile:
             environment["ATOMIC_PUBLISH_STORE_FILE"] = storeFile
+        for entry, variable in CATALOG_ENTRIES:  # not secrets: the studio settings and the catalogue
+            value = self.GetConfigEntryWithDefault(entry, "").strip()
+            if value:
+                environment[variable] = value
         if withSecrets:
-            secrets = self.IntegrationSecrets()
+            secrets = self.IntegrationSecrets() + self.CatalogSecrets()
             secretsFile = self.WritePrivateFile("secrets", "".join("%s=%s\n" % pair for pair in secrets))
             if secretsFile:
                 environment["ATOMIC_PUBLISH_SECRETS_FILE"] = secretsFile
