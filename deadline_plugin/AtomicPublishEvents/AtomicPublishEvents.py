@@ -126,7 +126,7 @@ class WrapperSettings(object):
         if not executable:
             return None, []
         try:
-            process = subprocess.run([executable] + list(arguments), stdin=subprocess.DEVNULL,
+            process = subprocess.run([executable, *arguments], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env=self.Environment(withSecrets), timeout=timeoutSeconds,
                                      encoding="utf-8", errors="replace")
