@@ -241,13 +241,6 @@ def test_worker_killed_after_staging_then_the_retry_reuses_the_files(side: Side,
     assert side.batches() == (1 if side.server is not None else 3)
 
 
-OPENPYPE_TAKEN = (
-    "core: the openpype catalogue says others_create_versions=False, so the number is not looked up again "
-    "before COMMITTING; an OpenPype artist's local publish of the same number between reservation and commit "
-    "makes every commit attempt raise CatalogNumberTaken ('the next attempt takes the next free version "
-    "number') after the point of no return, where no attempt renumbers: the job fails after MaxKeyAttempts with "
-    "nothing overwritten and nothing published")
-
 
 def kill_hung_attempts(store, state: str, proc: subprocess.Popen, then=None, worker: str = "worker-1",
                        timeout: float = 150) -> int:
@@ -274,8 +267,6 @@ def kill_hung_attempts(store, state: str, proc: subprocess.Popen, then=None, wor
 
 def test_another_client_takes_the_next_number_between_reservation_and_commit(side: Side, tmp_path: Path,
                                                                             request) -> None:
-    if side.name == "openpype":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=OPENPYPE_TAKEN))
     out_dir = tmp_path / "job"
     proc = start_farm(side, out_dir, "--workers", "2", "--bad-worker-errors", "1",
                       "--worker-env", "worker-1:ATOMIC_PUBLISH_FAILPOINTS=staged=hang",

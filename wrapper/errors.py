@@ -201,3 +201,10 @@ class CatalogNumberTaken(TransientError):
         super().__init__(cause, todo)
         self.number = number
         self.product = product
+
+
+class NumberTakenAtCommit(PermanentError):
+    """Another catalogue client took a version's number in the moment between the last look and
+    the commit: past the point of no return nothing is renumbered, so a person settles it."""
+
+    default_todo = "remove or renumber the other client's version, then requeue the task: it rolls forward"

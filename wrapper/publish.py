@@ -26,7 +26,7 @@ from .catalogs.entries import entry_from_manifest, subject_of
 from .documents import resolve_rootless, rootless
 from .errors import (BUSY, PERMANENT, TRANSIENT, DestinationError, ManifestError, PublishError,
                      PublishRootUnavailable, RolledBack, SourceError, StagingTaken, StorageInvisible, Superseded,
-                     TransientError, VersionConflict)
+                     CatalogNumberTaken, NumberTakenAtCommit, TransientError, VersionConflict)
 from .escalation import Limits, error_type, escalate
 from .fsops import remove_tree
 from .guard import StopGuard
@@ -324,9 +324,10 @@ class Attempt:
             if ORDER[self.state] < ORDER[R.COMMITTING]:
                 self._reserve()
                 self._stage()
-                self._claim_final_folders(renumber=True)
-                self._integrate()
-                self._claim_final_folders(renumber=False)  # the last look before the point of no return
+                self._claim_final_folders(renumber=True)  # the last look before the point of no return ...
+                if self.runner.gates():
+                    self._integrate()
+                    self._claim_final_folders(renumber=False)  # ... or after the integrations prepared
                 self._set(R.COMMITTING, committed_at=utcnow(), **self.runner.outbox())
                 failpoints.hit("commit.begin")
                 stats = self._commit(fresh=not self.runner.gates())
@@ -661,7 +662,14 @@ class Attempt:
     def _insert_documents(self) -> int:
         """Every product's catalogue entries in one call: all visible together, or none (invariant
         10); deterministic ids, so a replay creates nothing twice."""
-        return self.store.catalog.publish(self._entries())
+        try:
+            return self.store.catalog.publish(self._entries())
+        except CatalogNumberTaken as exc:  # in the moment after the last look: only a person can settle it
+            raise NumberTakenAtCommit(
+                f"{exc.cause}, after this publish's last look and past its point of no return: its files are in "
+                "place but none of its versions is visible",
+                f"remove or renumber the other client's version {exc.number} of {exc.product or 'the product'}, "
+                "then requeue the task: it rolls forward and publishes") from None
 
     def _rollback(self, reason: str) -> None:
         """Undo everything before COMMITTING; idempotent, so a crash midway is finished later."""

@@ -136,6 +136,8 @@ class OpenPypeCatalog(Catalog):
     ``database`` holds the project collections (``avalon`` by default, or ``$ATOMIC_PUBLISH_DATABASE``)."""
 
     name: ClassVar[str] = "openpype"
+    # a legacy OpenPype integrator (an artist's local publish) writes version documents directly
+    others_create_versions: ClassVar[bool] = True
 
     def __init__(self, client, database: str | None = None):
         self.client = client
