@@ -56,7 +56,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..wrapper import failpoints as _failpoints
 
@@ -133,9 +133,11 @@ class Ballast:
         self.full = False
         self.events: list[str] = []
 
-    def fill(self) -> None:
+    def fill(self, unless: Callable[[], bool] = lambda: False) -> None:
+        """Fill the filesystem, unless ``unless()`` says no (checked under the lock, so that a fill
+        racing the end of the trial cannot leave the disk full after the final free)."""
         with self.lock:
-            if self.full:
+            if self.full or unless():
                 return
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             written = 0
@@ -315,6 +317,16 @@ class Trial:
         """Retry like the farm until the task ends (0 or 78); the first attempt carries the fault plan,
         ``faults`` the issue-16 classes (clock skew, alias manifest, full disk, wrong store)."""
         first = first or {}
+        frozen: list = []  # a stopped or hung attempt of this publisher
+        try:
+            return self._attempts_until_done(pub, first, max_attempts, proxy_env, faults, frozen)
+        finally:
+            for proc in frozen:  # the trial failed with it still frozen: a stopped attempt can hold the
+                if proc.poll() is None:  # store's locks, and must not outlive its trial
+                    _signal(proc, signal.SIGKILL)
+
+    def _attempts_until_done(self, pub: Publisher, first: dict[str, Any], max_attempts: int,
+                             proxy_env: dict[str, str] | None, faults: "Faults | None", frozen: list) -> int:
         hung = None
         for i in range(max_attempts):
             env = dict(self.env)
@@ -335,10 +347,12 @@ class Trial:
                 time.sleep(first["stop_after"])
                 _signal(proc, signal.SIGSTOP)
                 hung = proc
+                frozen.append(proc)
                 pub.attempts.append(-int(signal.SIGSTOP))
                 continue
             if i == 0 and first.get("failpoints", "").find("=hang") >= 0:
                 hung = proc
+                frozen.append(proc)
                 guard = threading.Timer(60, _signal, (proc, signal.SIGKILL))
                 guard.start()
                 for line in proc.stdout:  # until it hangs at the failpoint (or ends without reaching it)
@@ -569,6 +583,7 @@ class Faults:
         self.wrong_done = False
         self.clock_warned = 0
         self.gc = GcRunner(trial, classes["gc"]) if "gc" in classes else None
+        self.ended = False
 
     # what a trial's attempts see
     def skew(self, pub: Publisher, i: int) -> float:
@@ -591,7 +606,9 @@ class Faults:
             self.fill_timer.start()
 
     def _fill(self) -> None:
-        self.trial.ballast.fill()
+        self.trial.ballast.fill(unless=lambda: self.ended)
+        if self.ended:
+            return
         self.free_timer = threading.Timer(self.disk["full_for"], self.trial.ballast.free, ("on time",))
         self.free_timer.daemon = True
         self.free_timer.start()
@@ -689,6 +706,9 @@ class Faults:
 
     def end(self) -> None:
         """After every publisher ended: stop gc (after one last run), free the disk, collect problems."""
+        if self.ended:
+            return
+        self.ended = True
         for timer in (self.fill_timer, self.free_timer):
             if timer is not None:
                 timer.cancel()
