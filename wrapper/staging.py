@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from queue import SimpleQueue
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import xxhash
 
@@ -115,13 +115,21 @@ def _worker_ids() -> tuple[int, set[int]] | None:
     return os.geteuid(), {os.getegid(), *os.getgroups()}
 
 
-def check_sources(plan: list[PlannedFile], worker: str, roots: list[str] | None = None) -> dict[str, os.stat_result]:
+class SourceStat(NamedTuple):
+    """What the pre-flight stat of a source is kept for: the "before" of its copy. An os.stat_result
+    holds 15 values, about 0.6 KB per file; 50,000 sources kept 30 MB alive for the whole publish."""
+
+    st_size: int
+    st_mtime_ns: int
+
+
+def check_sources(plan: list[PlannedFile], worker: str, roots: list[str] | None = None) -> dict[str, SourceStat]:
     """Pre-flight: every source exists, is a regular file, is readable here and, when the worker
     restricts them, resolves inside the allowed source roots (symlinks followed).
 
     One stat per source (reused by the copy as its "before" stat) and nothing else: readability
     is judged from that stat's mode bits (see _readable_by_mode)."""
-    stats: dict[str, os.stat_result] = {}
+    stats: dict[str, SourceStat] = {}
     roots = allowed_source_roots() if roots is None else roots
     readable = _readable_by_mode(_worker_ids())
     for item in plan:
@@ -130,7 +138,7 @@ def check_sources(plan: list[PlannedFile], worker: str, roots: list[str] | None 
             _check_allowed(item.source, roots)
         if not readable(st):
             raise classify_oserror(PermissionError(errno.EACCES, "denied"), "source", item.source, worker)
-        stats[item.source] = st
+        stats[item.source] = SourceStat(st.st_size, st.st_mtime_ns)
     return stats
 
 
@@ -281,7 +289,7 @@ def _copy_data(src: str, dst: str, size: int, worker: str, tick: Callable[[], No
 
 
 def copy_file(src: str, dst: str, mode: str, verify: str, worker: str,
-              tick: Callable[[], None] = _no_tick, src_st: os.stat_result | None = None,
+              tick: Callable[[], None] = _no_tick, src_st: "os.stat_result | SourceStat | None" = None,
               durable: bool = True) -> dict[str, Any]:
     """Copy (or hardlink) ``src`` to ``dst``, fsync it (unless ``durable`` is False: the caller
     then syncs the batch before saving it), and return its verified entry.
@@ -316,7 +324,7 @@ def copy_file(src: str, dst: str, mode: str, verify: str, worker: str,
             "hash_type": HASH_TYPE, "staged_mtime_ns": dst_st.st_mtime_ns, "linked": linked}
 
 
-def _reusable(entry: dict[str, Any] | None, item: PlannedFile, src_st: os.stat_result,
+def _reusable(entry: dict[str, Any] | None, item: PlannedFile, src_st: "os.stat_result | SourceStat",
               staging_dirs: dict[str, str]) -> str | None:
     """Where a verified copy of ``item`` from an earlier epoch lies, if it can be reused."""
     if not entry or entry.get("src") != item.source:
@@ -341,7 +349,7 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
           checkpoint: Callable[[dict[str, dict[str, Any]]], None], guard: Callable[[], None],
           threads: int = 4, retry: Callable[..., Any] | None = None,
           tick: Callable[[], None] = _no_tick, cleanup: Callable[[], None] | None = None,
-          src_stats: dict[str, os.stat_result] | None = None) -> StageStats:
+          src_stats: "dict[str, SourceStat] | None" = None) -> StageStats:
     """Stage every planned file into ``staging_dir``; returns the verified entries by file id.
 
     ``retry(operation, fn, *args)`` runs one file copy under the in-process retry policy.
