@@ -153,3 +153,13 @@ def test_every_saved_batch_was_synced_first_and_holds_complete_copies(tmp_path, 
     stats = stage(plan, str(staging), 1, {}, {}, "copy", "size", "w1", checkpoint, lambda: None, threads=4)
     assert stats.copied_files == 40 and sum(seen) == 40 and stats.linked_files == 0
     assert all((staging / p.name).read_bytes() == open(p.source, "rb").read() for p in plan)
+
+
+def test_linked_files_are_not_also_counted_as_copied(tmp_path, env):
+    from helpers import Render, publish
+
+    render = Render(tmp_path, frames=4, size=4096, movie=False)
+    proc, out = publish(render.write_manifest(link_mode="hardlink"), env, "joblink")
+    assert out["outcome"] == "published", proc.stdout + proc.stderr
+    assert (out["linked_files"], out["copied_files"], out["copied_bytes"]) == (4, 0, 0)
+    assert "status staged 4 files (0 copied, 0 reused, 4 linked)" in proc.stdout

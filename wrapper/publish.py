@@ -516,7 +516,9 @@ class Attempt:
             unset.update(self._stage_product(i, known, checkpoint, totals))
         self._set(R.STAGED, _unset=unset, stage_stats=totals.as_dict())
         failpoints.hit("staged")
-        progress.status(f"staged {totals.files} files ({totals.copied_files} copied, {totals.reused_files} reused)")
+        linked = f", {totals.linked_files} linked" if totals.linked_files else ""  # linked: not counted as copied
+        progress.status(f"staged {totals.files} files ({totals.copied_files} copied, {totals.reused_files} reused"
+                        f"{linked})")
 
     def _stage_product(self, i: int, known: dict[str, dict[str, Any]], checkpoint: Callable[[dict], None],
                        totals: "StageTotals") -> dict[str, str]:
