@@ -64,6 +64,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=None,
                    help="a new or empty folder for the render, the publish root, the job files, the store "
                         "and the farm (default: a new temporary folder)")
+    p.add_argument("--catalog", choices=("openpype", "ayon"), default="openpype",
+                   help="openpype (default): a manifest publish into OpenPype's documents on the embedded "
+                        "store, with ftrack; ayon: ayon-deadline's publish job (Plugin=AtomicPublish) with a "
+                        "3-AOV metadata JSON, into a local AYON server (needs ayon-python-api)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -79,10 +83,30 @@ def main(args: argparse.Namespace) -> int:
     if refusal:
         print(f"atomic-publish demo: --dir {folder} {refusal}", file=sys.stderr)
         return 2
+    if getattr(args, "catalog", "openpype") == "ayon":
+        try:
+            import ayon_api  # noqa: F401  checked before any work
+        except ImportError:
+            print("atomic-publish demo: --catalog ayon needs ayon-python-api: "
+                  "pip install --no-deps 'ayon-python-api==1.2.25' (docs/fakes.md)", file=sys.stderr)
+            return 2
     folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ATOMIC_PUBLISH_HOME", str(folder / "store"))
     started_store = embedded.running_uri() is None
     print(f"atomic-publish demo in {folder}")
+    if getattr(args, "catalog", "openpype") == "ayon":
+        try:
+            try:
+                uri = embedded.ensure_running()
+                print(f"  embedded store (SecantusDB) at {uri}, data in {embedded.home()}")
+                return ayon_story(folder, uri, started_store)
+            finally:
+                if started_store:
+                    embedded.stop()
+        except KeyboardInterrupt:  # everything it started is stopped by now (the finally clauses)
+            print(f"\natomic-publish demo: interrupted; the farm, the local AYON server and the store it started "
+                  f"are stopped; what it wrote so far stays in {folder}", file=sys.stderr)
+            return 130
     ftrack = FakeFtrackServer(folder / "ftrack", api_user="demo", api_key="demo-api-key")
     try:
         uri = embedded.ensure_running()
@@ -142,3 +166,254 @@ def main(args: argparse.Namespace) -> int:
         ftrack.stop()
         if started_store:
             embedded.stop()
+
+
+# -- --catalog ayon: ayon-deadline's publish job, only Plugin changed, into a local AYON server -----------
+AYON_PROJECT, AYON_CODE, AYON_FOLDER, AYON_TASK = "demo", "dm", "/shots/sq01/sh010", "lighting"
+AYON_AOVS = ("beauty", "Z", "N")
+AYON_TEMPLATE = "{root[work]}/{project[name]}/{hierarchy}/{folder[name]}/publish/{product[type]}/{product[name]}/{@version}"
+#: Every key the demo generates starts with this (the rest is random): tests look for it in files and logs.
+AYON_KEY_PREFIX = "apdemo-ayon-"
+
+
+def make_ayon_render(work: Path, frames: int = 24, size: int = 128 * 1024) -> Path:
+    """A 3-AOV render under the work root and its ``renderMain_metadata.json``, written as ayon-deadline's
+    ``submit_publish_job.py`` writes it (rootless paths, the instance keys ayon-core's collectors read)."""
+    rel = f"{AYON_PROJECT}/shots/sq01/sh010/work/{AYON_TASK}/renders/renderMain"
+    renders = work / rel
+    renders.mkdir(parents=True, exist_ok=True)
+    numbers = [1001 + i for i in range(frames)]
+    for aov in AYON_AOVS:
+        for f in numbers:
+            (renders / f"sh010_renderMain_{aov}.{f}.exr").write_bytes(os.urandom(size))
+    source = "{root[work]}/" + f"{AYON_PROJECT}/shots/sq01/sh010/work/{AYON_TASK}/sh010_lighting_v012.ma"
+
+    def instance(aov: str) -> dict:
+        return {"productType": "render", "productBaseType": "render", "productName": f"renderMain_{aov}",
+                "task": AYON_TASK, "families": ["render.farm", "render"], "folderPath": AYON_FOLDER,
+                "frameStart": numbers[0], "frameEnd": numbers[-1], "handleStart": 0, "handleEnd": 0,
+                "frameStartHandle": numbers[0], "frameEndHandle": numbers[-1], "comment": "lighting pass",
+                "fps": 25.0, "source": source, "extendFrames": False, "overrideExistingFrame": False,
+                "pixelAspect": 1.0, "resolutionWidth": 1920, "resolutionHeight": 1080, "multipartExr": False,
+                "jobBatchName": "sh010_lighting_v012.ma", "useSequenceForReview": True, "inputVersions": [],
+                "colorspace": "ACEScg", "hasExplicitFrames": False, "reuseLastVersion": False,
+                "stagingDir_persistent": False, "productGroup": "renderMain", "aov": aov, "review": aov == "beauty",
+                "deadline": {"serverName": "default", "url": "http://deadline:8081"},
+                "representations": [{"name": "exr", "ext": "exr", "stagingDir": "{root[work]}/" + rel, "fps": 25.0,
+                                     "files": [f"sh010_renderMain_{aov}.{f}.exr" for f in numbers],
+                                     "frameStart": numbers[0], "frameEnd": numbers[-1],
+                                     "tags": ["review"] if aov == "beauty" else [],
+                                     "colorspaceData": {"colorspace": "ACEScg"}}]}
+
+    metadata = {"folderPath": AYON_FOLDER, "frameStart": numbers[0], "frameEnd": numbers[-1], "fps": 25.0,
+                "source": source, "user": "jane", "version": 12, "intent": None, "comment": "lighting pass",
+                "job": {"_id": "65f0c0ffee0000000000beef",
+                        "Props": {"Batch": "sh010_lighting_v012.ma", "User": "jane"}},
+                "instances": [instance(aov) for aov in AYON_AOVS],
+                "deadline_publish_job_id": "65f0c0ffee0000000000f00d"}
+    path = renders / "renderMain_metadata.json"
+    path.write_text(json.dumps(metadata, indent=4, sort_keys=True))
+    return path
+
+
+def ayon_publish_job(rootless_metadata: str, output_dir: str) -> tuple[dict, dict]:
+    """(job info, plugin info) as ayon-deadline's ``DeadlineAddon.submit_ayon_plugin_job`` writes the publish
+    job, with ``Plugin=AtomicPublish`` the one change."""
+    import subprocess
+
+    env = {"AYON_PROJECT_NAME": AYON_PROJECT, "AYON_FOLDER_PATH": AYON_FOLDER, "AYON_TASK_NAME": AYON_TASK,
+           "AYON_USERNAME": "jane", "AYON_LOG_NO_COLORS": "1", "AYON_IN_TESTS": "0", "AYON_PUBLISH_JOB": "1",
+           "AYON_RENDER_JOB": "0", "AYON_REMOTE_PUBLISH": "0", "AYON_BUNDLE_NAME": "studio-2026",
+           "AYON_DEFAULT_SETTINGS_VARIANT": "production"}
+    job = {"Plugin": "AtomicPublish",  # was "Ayon": the one change
+           "Name": "Publish - renderMain_beauty", "BatchName": "sh010_lighting_v012.ma", "UserName": "jane",
+           "Department": "lighting", "Priority": 50, "InitialStatus": "Active", "Pool": "publish",
+           "Group": "publish", "ChunkSize": 1, "Comment": "lighting pass", "OutputDirectory0": output_dir}
+    for i, (key, value) in enumerate(sorted(env.items())):
+        job[f"EnvironmentKeyValue{i}"] = f"{key}={value}"
+    args = ["--headless", "publish", '"{}"'.format(rootless_metadata), "--targets", "deadline", "--targets", "farm"]
+    return job, {"Version": "1.0.0", "Arguments": subprocess.list2cmdline(args), "SingleFrameOnly": "True"}
+
+
+def start_ayon_server(data: Path, api_key: str, port: int = 0):
+    """The local AYON server in its own process (``python -m atomic_publish.testing.fake_ayon``), its data
+    in ``data``; the key in its environment, never in its arguments. Returns (process, url)."""
+    from ..testing import spawn_fake
+    from ..testing.fake_ayon import BANNER
+
+    data.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, FAKE_AYON_API_KEY=api_key)
+    return spawn_fake("atomic_publish.testing.fake_ayon", ["--data", str(data), "--port", str(port)], BANNER,
+                      env=env)
+
+
+def stop_process(proc) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except Exception:  # noqa: BLE001  (also KeyboardInterrupt: kill it, whatever happens)
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def ayon_holdings(con, work: Path) -> list[dict]:
+    """What AYON holds for the demo's products, read back through ayon_api: per product its versions
+    (number, status, active, atomic-publish key) and each version's representations and files."""
+    folder = con.get_folder_by_path(AYON_PROJECT, AYON_FOLDER)
+    out = []
+    for aov in AYON_AOVS:
+        name = f"renderMain_{aov}"
+        product = con.get_product_by_name(AYON_PROJECT, name, folder["id"]) if folder else None
+        entry = {"product": name, "type": (product or {}).get("productType"), "versions": []}
+        if product is not None:
+            for v in sorted(con.get_versions(AYON_PROJECT, product_ids=[product["id"]], active=None),
+                            key=lambda v: v["version"]):
+                reps = []
+                for rep in con.get_representations(AYON_PROJECT, version_ids=[v["id"]]):
+                    files = sorted(rep.get("files") or [], key=lambda f: f["path"])
+                    on_disk = [Path(f["path"].replace("{root[work]}", str(work))) for f in files]
+                    intact = all(p.is_file() and p.stat().st_size == f["size"] for p, f in zip(on_disk, files))
+                    reps.append({"name": rep["name"], "files": [f["path"] for f in files], "intact": intact})
+                entry["versions"].append({"version": v["version"], "status": v.get("status"),
+                                          "active": v.get("active", True),
+                                          "key": ((v.get("data") or {}).get("atomic_publish") or {}).get("key", ""),
+                                          "representations": reps})
+        out.append(entry)
+    return out
+
+
+def ayon_inspect_commands(job_id: str, folder: Path, settings: Path, url: str, started_store: bool,
+                          uri: str) -> str:
+    """The commands that show what the demo published, once the demo has stopped its servers: restart the
+    local AYON server on the kept data (on the same port, with a key of your own: the server keeps none)."""
+    home = shlex.quote(str(Path(os.environ["ATOMIC_PUBLISH_HOME"])))
+    port = url.rsplit(":", 1)[1].strip("/")
+    data = shlex.quote(str(folder / "ayon"))
+    root = shlex.quote(str(folder / "work"))
+    env = f"ATOMIC_PUBLISH_HOME={home} " if started_store else ""
+    store = "" if started_store else f" --store {shlex.quote(uri)}"
+    ayon_env = (f"ATOMIC_PUBLISH_SETTINGS={shlex.quote(str(settings))} ATOMIC_PUBLISH_CATALOG=ayon "
+                f"AYON_SERVER_URL={url} ")
+    lines = ["export AYON_API_KEY=$(" + shlex.quote(sys.executable) + " -c 'import secrets; print(secrets.token_hex(24))')",
+             f"FAKE_AYON_API_KEY=\"$AYON_API_KEY\" {shlex.quote(sys.executable)} -m atomic_publish.testing.fake_ayon "
+             f"--data {data} --port {port} & AYON_PID=$!"]
+    if started_store:
+        lines.append(f"{env}atomic-publish store start")
+    lines += [f"{env}atomic-publish status --job-id {job_id}{store}",
+              f"{env}{ayon_env}atomic-publish audit --root {root}{store}"]
+    if started_store:
+        lines.append(f"{env}atomic-publish store stop")
+    lines.append("kill $AYON_PID")
+    return ("\nto inspect what it published (the demo stopped its store and its AYON server; the server comes "
+            "back with every entity on the kept data, and accepts the key it is started with):\n"
+            + "\n".join(f"  {line}" for line in lines))
+
+
+def ayon_story(folder: Path, uri: str, started_store: bool) -> int:
+    """--catalog ayon: the local AYON server, seeded; ayon-deadline's publish job (only Plugin changed) with a
+    3-AOV metadata JSON on the local farm with Catalog=ayon; worker-1 deny-listed; one version per product."""
+    import secrets
+
+    import ayon_api
+
+    from ..deadline_plugin.farm import run_farm
+    from ..deadline_plugin.farm.pluginconfig import read_config, write_config
+    from ..deadline_plugin.jobfiles import write_key_value_file
+    from ..idempotency.connection import connect
+    from ..idempotency.store import Store
+    from ..testing.fake_ayon import FakeAyonControl
+
+    api_key = AYON_KEY_PREFIX + secrets.token_hex(24)  # never printed, never in a job file or an argument
+    work = folder / "work"
+    server = con = None
+    farm_dir = folder / "farm"
+    try:
+        server, url = start_ayon_server(folder / "ayon", api_key)
+        roots = {"work": {"linux": str(work), "darwin": str(work), "windows": "P:/work"}}
+        FakeAyonControl(url).seed(AYON_PROJECT, folders=[AYON_FOLDER.strip("/")], tasks=[AYON_TASK],
+                                  code=AYON_CODE, roots=roots)
+        print(f"  local AYON server (python -m atomic_publish.testing.fake_ayon, pid {server.pid}) at {url}, "
+              f"data in {folder / 'ayon'}; project {AYON_PROJECT!r} seeded with its anatomy roots, "
+              f"folder {AYON_FOLDER} and task {AYON_TASK!r}")
+        metadata = make_ayon_render(work)
+        settings = work / "pipeline" / "atomic_publish.json"  # the studio settings, on the project share
+        settings.parent.mkdir(parents=True, exist_ok=True)
+        settings.write_text(json.dumps({"roots": roots, "publish_template": AYON_TEMPLATE,
+                                        "project_codes": {AYON_PROJECT: AYON_CODE}, "catalog": "ayon",
+                                        "ayon_server_url": url}, indent=1))
+        rootless = "{root[work]}/" + str(metadata.relative_to(work))
+        print(f"  synthetic render: {len(AYON_AOVS)} AOVs ({', '.join(AYON_AOVS)}) of 24 EXR frames in "
+              f"{metadata.parent}\n  metadata as ayon-deadline writes it: {rootless}\n  studio settings: {settings}")
+        publish_dir = work / AYON_PROJECT / "shots/sq01/sh010/publish"
+        job, plugin_info = ayon_publish_job(rootless, str(publish_dir / "render/renderMain_beauty/v001"))
+        (folder / "job").mkdir()
+        job_info_path, plugin_info_path = folder / "job" / "job_info.job", folder / "job" / "plugin_info.job"
+        write_key_value_file(job_info_path, job)
+        write_key_value_file(plugin_info_path, plugin_info)
+        print(f"  job files: ayon-deadline's publish job with Plugin=AtomicPublish (was Ayon), nothing else "
+              f"changed: {job_info_path} and {plugin_info_path}")
+        print("  ftrack: not in this story. The core refuses integrations for a publish of several products (one "
+              "metadata JSON with several AOVs); `atomic-publish demo` (--catalog openpype) shows ftrack")
+        offline = folder / "offline" / "work"
+        worker_env = {
+            "worker-1": {"ATOMIC_PUBLISH_FARM_PATH_MAPPING": f"{work}=>{offline}"},
+            "worker-2": {"ATOMIC_PUBLISH_FARM_WORKER_DELAY": "2"},
+            "worker-3": {"ATOMIC_PUBLISH_FARM_WORKER_DELAY": "2"},
+        }
+        print("  farm: 3 workers, plugin configuration Catalog=ayon, AyonServerUrl, AyonApiKey (a random key, "
+              "handed to each task in a 0600 secrets file), SettingsFile; worker-1 maps the project share (the "
+              "publish root and the studio settings) to a mount that does not exist, worker-2 and worker-3 come "
+              "online 2 s later\n")
+        try:
+            result = run_farm(job_info_path, plugin_info_path, workers=3, store_uri=uri, worker_env=worker_env,
+                              farm_dir=farm_dir, timeout=300,
+                              plugin_config={"SettingsFile": str(settings), "Catalog": "ayon",
+                                             "AyonServerUrl": url, "AyonApiKey": api_key})
+        finally:  # the farm is stopped: its plugin configuration keeps everything but the key
+            if (farm_dir / "AtomicPublish.config").is_file():
+                config = read_config(farm_dir)
+                config.pop("AyonApiKey", None)
+                write_config(farm_dir, config)
+        for report in result.error_reports:
+            print(f"  error report from {report['worker']}:\n    {report['message']}\n")
+        [task] = result.tasks
+        print(f"  job {result.job_id}: {result.job_status}; task 0 {task['status']} on {task['worker']} "
+              f"after {task['errors']} error(s); deny list: {', '.join(result.deny_list) or '(none)'}")
+        key = f"deadline10:{result.job_id}:0"
+        store = Store(connect(uri))
+        try:
+            rec = store.records.get(key) or {}
+        finally:
+            store.close()
+        print(f"  record {rec.get('_id')}: {rec.get('state')}, {len(rec.get('attempts') or [])} attempts")
+        con = ayon_api.ServerAPI(url, token=api_key, timeout=10)
+        holdings = ayon_holdings(con, work)
+        batches = FakeAyonControl(url).stats()["batches_committed"]
+        print(f"  AYON (read back through ayon_api from {url}): {batches} operations batch committed")
+        ok = result.job_status == "Completed" and result.deny_list == ["worker-1"] and batches == 1
+        for entry in holdings:
+            on_disk = sorted(p.name for p in (publish_dir / "render" / entry["product"]).iterdir()) \
+                if (publish_dir / "render" / entry["product"]).is_dir() else []
+            print(f"    product {entry['product']} ({entry['type']}) in {AYON_FOLDER}: "
+                  f"{len(entry['versions'])} version(s); folders on disk {on_disk}")
+            for v in entry["versions"]:
+                print(f"      version {v['version']} status {v['status']!r} active={v['active']} key {v['key']}")
+                for rep in v["representations"]:
+                    files = rep["files"]
+                    print(f"        representation {rep['name']}: {len(files)} files, on disk and of the sizes "
+                          f"AYON records: {rep['intact']}\n          {files[0]}\n          ... {files[-1]}")
+            ok = ok and on_disk == ["v001"] and [(v["version"], v["key"], v["active"]) for v in entry["versions"]] \
+                == [(1, key, True)] and [(r["name"], len(r["files"]), r["intact"])
+                                          for r in entry["versions"][0]["representations"]] == [("exr", 24, True)]
+        ok = ok and rec.get("state") == "PUBLISHED"
+        print(f"\nexactly one version of each of the {len(AYON_AOVS)} products published (on disk and in AYON, "
+              "in one batch); the worker that could not reach the project share was deny-listed" if ok
+              else "\nUNEXPECTED outcome: see the farm folder " + result.farm_dir)
+        print(ayon_inspect_commands(result.job_id, folder, settings, url, started_store, uri))
+        return 0 if ok else 1
+    finally:
+        if con is not None:
+            con.close_session()
+        stop_process(server)
