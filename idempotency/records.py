@@ -203,13 +203,21 @@ class Records:
     def fenced_write(self, key: str, epoch: int, write: Callable[[Any], T], supports_transactions: bool,
                      fence_update: dict[str, Any] | None = None) -> T:
         """Run ``write(session)`` only while ``epoch`` is current (invariant 9), for writes to other
-        collections (reservations, staging progress) that a plain conditional update cannot fence.
+        collections (reservations, staging progress) that a plain conditional update cannot fence:
+        the fence (a conditional write of the record) is checked just before the write.
 
-        With transactions (replica sets, SecantusDB) the fence and the write commit together, so a
-        zombie can write nothing at all. Without them the fence is checked just before the write;
-        the caller compensates what a zombie may still have written in that window (see
-        Reservations.reserve). ``fence_update``: the record update that is the fence (a state
-        change that goes with the write: one round trip less than a separate fence)."""
+        Not in one transaction, on purpose: a transaction that writes the record locks it until it
+        commits, and an attempt SIGKILLed inside one (the farm kills tasks) leaves that lock until
+        the server reaps the transaction, 60 s on mongod and SecantusDB, and on SecantusDB only when
+        a later transaction comes by: every later attempt of the publish then waited on the record
+        (fault-suite seed 70046, measured: a plain update still blocked 45 s after the kill). So a
+        zombie frozen between its fence and its write can still make that one write; what it can
+        write is harmless or taken back: staging progress names only its own epoch's folder (reused
+        only while the record lists that folder), and a reservation inserted for a key rolled back
+        meanwhile is removed by the zombie itself (Attempt._release_stray_reservation) or by gc,
+        and reported by audit until then. ``supports_transactions`` is kept for the callers and
+        unused. ``fence_update``: the record update that is the fence (a state change that goes
+        with the write: one round trip less than a separate fence)."""
         update = dict(fence_update or {})
         now = utcnow()
         update["$set"] = {**update.get("$set", {}), "fenced_at": now, **({"updated_at": now} if fence_update else {})}
@@ -220,8 +228,5 @@ class Records:
                 raise Superseded(f"epoch {epoch} of {key} was superseded by a newer attempt; this attempt stops "
                                  "without changing anything")
 
-        if supports_transactions:
-            with self.col.database.client.start_session() as session:
-                return session.with_transaction(lambda s: (fence(s), write(s))[1])
         fence(None)
         return write(None)
