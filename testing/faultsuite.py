@@ -619,8 +619,10 @@ class Faults:
             self.disk_met += 1
             if self.disk_met >= self.disk["free_after"]:  # space freed before the farm's limit of failed attempts
                 self.trial.ballast.free(f"after {self.disk_met} attempt(s) met it")
-            if code not in (0, EXIT_TRANSIENT, EXIT_BUSY) or "class=permanent" in result \
-                    or re.search(r"\bsource\b", result.split(":", 1)[-1] if code else ""):
+            final = "class=permanent" in result or "class=worker-local" in result
+            blamed = NO_SPACE.search(result) or re.search(r"\bsource\b", result.split(":", 1)[-1])
+            # a rollback trial's gate refuses on purpose (78): that ending is not the disk's doing
+            if (final and blamed) or (code not in (0, EXIT_TRANSIENT, EXIT_BUSY) and not trial.rollback):
                 self.problems.append(f"{pub.job} attempt {i + 1} met the full disk and exited {code}, not transient "
                                      f"(nor completed after freeing): {result or out.strip()[-300:]}")
         skew = self.skew(pub, i)
