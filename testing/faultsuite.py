@@ -621,8 +621,10 @@ class Faults:
                 self.trial.ballast.free(f"after {self.disk_met} attempt(s) met it")
             final = "class=permanent" in result or "class=worker-local" in result
             blamed = NO_SPACE.search(result) or re.search(r"\bsource\b", result.split(":", 1)[-1])
-            # a rollback trial's gate refuses on purpose (78): that ending is not the disk's doing
-            if (final and blamed) or (code not in (0, EXIT_TRANSIENT, EXIT_BUSY) and not trial.rollback):
+            # a rollback trial's gate refuses on purpose (78): that ending is not the disk's doing; nor
+            # is a death by signal (the plan's kill failpoint, a SIGKILL at a random time): the fault injected
+            if (final and blamed) or (code >= 0 and code not in (0, EXIT_TRANSIENT, EXIT_BUSY)
+                                      and not trial.rollback):
                 self.problems.append(f"{pub.job} attempt {i + 1} met the full disk and exited {code}, not transient "
                                      f"(nor completed after freeing): {result or out.strip()[-300:]}")
         skew = self.skew(pub, i)

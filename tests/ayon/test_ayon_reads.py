@@ -9,7 +9,7 @@ from ayon_api.exceptions import GraphQlQueryFailed
 from ayon_api.operations import (OperationsSession, new_hero_version_entity, new_product_entity,
                                  new_representation_entity, new_version_entity)
 
-from conftest import PROJECT, SHOT
+from conftest import API_KEY, PROJECT, SHOT
 
 
 def eid(*names: str) -> str:
@@ -135,7 +135,6 @@ def test_every_declared_route_is_served(ayon, con, folder):
     import requests
     from atomic_publish.testing.fake_ayon.server import ROUTES
 
-    from conftest import API_KEY
 
     ids = publish(con, folder["id"], "renderMain", [(1, True)])
     task_post = con.post(f"projects/{PROJECT}/operations/background", operations=[])
