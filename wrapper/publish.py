@@ -249,16 +249,6 @@ class Attempt:
     def _fields(self, i: int, **fields: Any) -> dict[str, Any]:
         return {self._field(i, k): v for k, v in fields.items()}
 
-    def _remember(self, i: int, **fields: Any) -> None:
-        """Mirror a write of product ``i``'s fields in the record this attempt holds."""
-        view = self._view(i)
-        for k, v in fields.items():
-            if "." in k:
-                top, sub = k.split(".", 1)
-                view.setdefault(top, {})[sub] = v
-            else:
-                view[k] = v
-
     def _label(self, i: int) -> str:
         return self.products[i].subset
 
@@ -437,8 +427,8 @@ class Attempt:
         def insert(doc: dict[str, Any]) -> None:  # fenced: a zombie reserves nothing (invariant 9)
             doc = {**doc, "epoch": self.epoch}
             fence = None
-            if self._staging_with_reserve and self.store.supports_transactions():
-                # one product: STAGING (and where it stages) is the reservation's fence, one transaction
+            if self._staging_with_reserve:
+                # one product: STAGING (and where it stages) is the reservation's fence: one write less
                 fields = self._fields(i, **self._staging_fields(i, doc["version"]))
                 fence = {"$set": {"state": R.STAGING, **fields}}
             self.store.records.fenced_write(self.key, self.epoch,
@@ -614,7 +604,6 @@ class Attempt:
                 raise Superseded(f"epoch {self.epoch} of {self.key} was superseded before the commit")
             rec["files"] = self._files()
         self.rec = rec
-        self._first_insert = fresh
         products = range(len(self.products))
         for i in products:  # this worker's paths to the recorded folders (another mount of the same storage)
             view = self._view(i)
@@ -800,7 +789,6 @@ class Attempt:
         final = version_dir(m, version)
         check_inside_root(final, m.publish_root)
         self._set(self.state, **self._fields(i, version=version, final_dir=final, final_rootless=rootless(final, m)))
-        self._remember(i, version=version, final_dir=final, final_rootless=rootless(final, m))
         self.rec["files"] = {**(self.rec.get("files") or {}), **moved}
         progress.info(f"warning: v{old:0>3} of {m.subset} was taken after it was reserved ({owner}; its folder "
                       f"{taken}); this publish takes v{version:0>3} instead (nothing was overwritten)")
