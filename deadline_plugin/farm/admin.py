@@ -70,7 +70,7 @@ def resume_farm(farm_dir: str | os.PathLike[str], workers: int = 3, store_uri: s
 
 def main(args: argparse.Namespace) -> int:
     """`atomic-publish farm --dir FARM --fail-job ID | --delete-job ID | --requeue-job ID | --resume`."""
-    from .cli import EXIT_COMPLETED, EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_USAGE, format_summary
+    from .cli import EXIT_USAGE, report
 
     chosen = [name for name in ("fail_job", "delete_job", "requeue_job") if getattr(args, name)]
     if not args.dir or not (Path(args.dir) / "state.json").is_file():
@@ -93,9 +93,4 @@ def main(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as error:
         print(f"atomic-publish farm: {str(error).strip(chr(39))}", file=sys.stderr)
         return EXIT_USAGE
-    print(format_summary(result))
-    if args.json:
-        print(result.to_json())
-    if result.job_status == "Completed":
-        return EXIT_COMPLETED
-    return EXIT_FAILED if result.job_status == "Failed" else EXIT_NOT_FINISHED
+    return report(result, args.json)

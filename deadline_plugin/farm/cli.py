@@ -77,6 +77,16 @@ def format_summary(result: FarmResult) -> str:
     return "\n".join(lines)
 
 
+def report(result: FarmResult, as_json: bool = False) -> int:
+    """Print the Monitor-like summary (and the JSON) of a farm run; its exit code by job status."""
+    print(format_summary(result))
+    if as_json:
+        print(result.to_json())
+    if result.job_status == "Completed":
+        return EXIT_COMPLETED
+    return EXIT_FAILED if result.job_status == "Failed" else EXIT_NOT_FINISHED
+
+
 def _config_overrides(entries: list[str]) -> dict[str, str]:
     overrides = {}
     for entry in entries:
@@ -114,12 +124,7 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError) as error:
         print(f"atomic-publish farm: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(format_summary(result))
-    if args.json:
-        print(result.to_json())
-    if result.job_status == "Completed":
-        return EXIT_COMPLETED
-    return EXIT_FAILED if result.job_status == "Failed" else EXIT_NOT_FINISHED
+    return report(result, args.json)
 
 
 def standalone(argv: list[str] | None = None) -> int:
