@@ -216,6 +216,7 @@ class _AyonHandler(BaseHTTPRequestHandler):
 
     fake: FakeAyonServer
     server_version = "FakeAyon/1.0"
+    _pending: tuple | None = None  # the journal entry of the request being answered
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request goes to the server log instead, without headers
@@ -228,6 +229,10 @@ class _AyonHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: Any, content_type: str = "application/json") -> None:
         body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        pending, self._pending = self._pending, None
+        if pending is not None:  # journalled before the answer leaves, so a client never outruns it
+            method, path, user, operations = pending
+            self.fake._record(method, path, status, user, operations)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -302,9 +307,12 @@ class _AyonHandler(BaseHTTPRequestHandler):
                   "poll" if _POLL_ROUTE.match(path) else "graphql" if path == "/graphql" else "rest")
         if self._scripted(method, path, target, user):
             return
+        self._pending = (method, path, user,
+                         body.get("operations") if target == "operations" and isinstance(body, dict) else None)
         status = self._dispatch(method, path, body, user, target)
-        fake._record(method, path, status, user,
-                     body.get("operations") if target == "operations" and isinstance(body, dict) else None)
+        if self._pending is not None:  # nothing was sent (the answer was dropped)
+            fake._record(method, path, status, user, self._pending[3])
+            self._pending = None
 
     def _scripted(self, method: str, path: str, target: str, user: str) -> bool:
         """Fire a fault that answers instead of the server; True if one did."""
