@@ -793,12 +793,15 @@ class Forked:
 
 _SERVER: ForkServer | None = None
 _SERVER_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set on SIGTERM: no attempt may start any more
 
 
 def fork_server() -> ForkServer:
     """One fork server per process (concurrent publishers in a trial share it)."""
     global _SERVER
     with _SERVER_LOCK:
+        if _STOPPING.is_set():  # a publisher or gc thread of the trial being interrupted
+            raise TrialFailed("the soak is stopping: no new attempt")
         if _SERVER is None or _SERVER.proc.poll() is not None:
             _SERVER = ForkServer()
         return _SERVER
@@ -965,6 +968,7 @@ def _start_server(folder: Path) -> tuple[subprocess.Popen, str]:
 def _interrupted(signum, _frame):
     """SIGTERM: end the attempts first (closing the fork server's stdin kills them, a stopped zombie
     included, which could otherwise hold a store lock the clean-up waits for), then unwind."""
+    _STOPPING.set()
     server = _SERVER
     if server is not None:
         try:

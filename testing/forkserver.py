@@ -45,6 +45,22 @@ def _child(request: dict) -> None:
         os._exit(code)
 
 
+def _reap(outputs: dict[int, str], flags: int) -> None:
+    """Collect ended attempts and write each one's ``PATH.rc`` (flags 0: wait for all of them)."""
+    while outputs:
+        try:
+            pid, status = os.waitpid(-1, flags)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        out = outputs.pop(pid, None)
+        if out:
+            with open(out + ".rc.tmp", "w") as fh:
+                fh.write(str(os.waitstatus_to_exitcode(status)))
+            os.replace(out + ".rc.tmp", out + ".rc")
+
+
 def serve() -> None:
     # Warm every module an attempt uses, while still single-threaded.
     from ..idempotency import store  # noqa: F401
@@ -56,19 +72,7 @@ def serve() -> None:
     print(json.dumps({"ready": os.getpid()}), flush=True)
     while True:
         ready, _, _ = select.select([stdin], [], [], 0.02)
-        while outputs:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            code = os.waitstatus_to_exitcode(status)
-            out = outputs.pop(pid, None)
-            if out:
-                with open(out + ".rc.tmp", "w") as fh:
-                    fh.write(str(code))
-                os.replace(out + ".rc.tmp", out + ".rc")
+        _reap(outputs, os.WNOHANG)
         if not ready:
             continue
         line = sys.stdin.readline()
@@ -78,6 +82,7 @@ def serve() -> None:
                     os.killpg(pid, signal.SIGKILL)
                 except OSError:
                     pass
+            _reap(outputs, 0)  # their exit codes written, so that no waiter of the suite waits out its timeout
             return
         request = json.loads(line)
         pid = os.fork()
