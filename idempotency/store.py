@@ -10,6 +10,7 @@ from pymongo.errors import DuplicateKeyError
 from ..wrapper.errors import StoreMismatch
 from .catalog import TRANSACTION_TOPOLOGIES
 from .connection import connect, resolve_uri
+from .heroes import Heroes
 from .records import Records, utcnow
 from .reservations import Reservations
 from .staged import StagedFiles
@@ -34,6 +35,7 @@ class Store:
         self.records = Records(state["records"])
         self.reservations = Reservations(state["reservations"])
         self.staged = StagedFiles(state["staged_files"])
+        self.heroes = Heroes(state["heroes"])  # who moves each product's hero version (wrapper/hero.py)
         self.meta = state["meta"]
         self._store_id: str | None = None
         # The catalogue is received (issue 15: wrapper/catalogs, registry.from_environment builds one on

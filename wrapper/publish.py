@@ -31,6 +31,7 @@ from .escalation import Limits, error_type, escalate
 from .fsops import remove_tree
 from .guard import StopGuard
 from .integrations.base import Integration
+from .hero import check_heroes, commit_heroes
 from .layout import check_inside_root, plan_files, version_dir
 from .manifest import Manifest, canonical_json, load_manifest, read_json
 from .outcome import CHANGED_NOTHING_MORE, EXIT_CODES, EXIT_OK, NOTHING_WRITTEN, ROLLED_BACK, Outcome
@@ -372,6 +373,7 @@ class Attempt:
         catalog = self.store.catalog
         catalog.check_environment(sorted({m.project_name for m in self.products}))
         catalog.check_subjects([subject_of(m) for m in self.products])
+        check_heroes(self.products, catalog)  # the hero template resolves, the catalogue has heroes
         for integration in self.integrations:
             integration.check_environment()
 
@@ -629,6 +631,7 @@ class Attempt:
         failpoints.hit("commit.documents")
         self.runner.commit_all(rec, plan_files(self.manifest, rec["version"]))
         self._r("mark the reservation committed", self.store.reservations.mark_committed, self.key)
+        published.update(commit_heroes(self))  # wrapper/hero.py: N becomes the hero (forward only)
         # one write: PUBLISHED, and this attempt's history entry closed with the lease released
         self._set(R.PUBLISHED, published_at=utcnow(), **published, **self._closing("published"))
         self._closed = True

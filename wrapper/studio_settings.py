@@ -9,8 +9,8 @@ to the studio's anatomy; atomic-publish reads both from one small JSON file, nam
                          "{product[type]}/{product[name]}/{@version}"}
 
 and, optionally, ``version_template``, ``publish_root``, ``link_mode``, ``verify``, ``catalog``,
-``ayon_server_url``, ``version_status``, ``project_codes``, ``follow_workfile_version`` and
-``integrations`` (docs/ayon-openpype.md). No secret belongs here: the AYON API key travels in the
+``ayon_server_url``, ``version_status``, ``project_codes``, ``follow_workfile_version``,
+``integrations`` (docs/ayon-openpype.md) and ``hero`` (docs/hero.md). No secret belongs here: the AYON API key travels in the
 plugin's 0600 secrets file, like the ftrack key. The plugin's ``Catalog`` and ``AyonServerUrl``
 entries override the file (``ATOMIC_PUBLISH_CATALOG``, ``AYON_SERVER_URL``: the names the
 catalogues read, wrapper/catalogs/registry.py); ``export_catalog_settings`` hands the file's values
@@ -75,6 +75,10 @@ SCHEMA: dict[str, Any] = {
                           "additionalProperties": {"type": "string", "pattern": r"^[A-Za-z0-9_]{1,16}\Z"}},
         "follow_workfile_version": {"type": "boolean"},
         "integrations": {"type": "array"},  # checked by the manifest's own schema, see _check_integrations
+        "hero": {"type": "object", "additionalProperties": False,  # wrapper/hero_settings.py
+                 "properties": {"product_types": {"type": "array", "maxItems": 256, "uniqueItems": True,
+                                                  "items": {"type": "string", "pattern": r"^(\*|[A-Za-z0-9_.-]{1,64})\Z"}},
+                                "template": _PATH, "link_mode": {"enum": ["copy", "hardlink"]}}},
     },
 }
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -109,6 +113,7 @@ class StudioSettings:
     project_codes: dict[str, str] = field(default_factory=dict)
     follow_workfile_version: bool = False
     integrations: tuple[dict[str, Any], ...] = ()
+    hero: dict[str, Any] = field(default_factory=dict)  # validated; read by wrapper/hero_settings.py
 
     def project_code(self, project: str) -> str:
         """The project's short code (published file names): ``project_codes``, else the name itself
@@ -231,7 +236,7 @@ def parse_settings(data: Any, path: str | None = None, environ: Mapping[str, str
         version_status=(environ.get(AYON_STATUS_ENV) or "").strip() or data.get("version_status"),
         project_codes=dict(data.get("project_codes", {})),
         follow_workfile_version=bool(data.get("follow_workfile_version", False)),
-        integrations=tuple(data.get("integrations", ())))
+        integrations=tuple(data.get("integrations", ())), hero=dict(data.get("hero") or {}))
 
 
 def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> StudioSettings | None:

@@ -20,6 +20,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
+from ..errors import CatalogRefused
+
 
 @dataclass(frozen=True)
 class Subject:
@@ -128,6 +130,33 @@ class DuplicateNumber:
     subject: Subject
     number: int
     version_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HeroEntry:
+    """The hero of a product: it mirrors ``version`` (number and ids), its files are the hero
+    folder's (``representations`` as the version's, with the hero paths). Built from the
+    version's entry, so a roll-forward on any worker writes the same."""
+
+    version: VersionEntry
+    hero_dir: str
+    representations: tuple[Representation, ...]
+
+    @property
+    def number(self) -> int:
+        return self.version.number
+
+
+@dataclass(frozen=True)
+class CatalogHero:
+    """A product's hero found in the catalogue (what ``audit`` reads): the number and id of the
+    version it points at, and its files."""
+
+    id: str
+    number: int
+    version_id: str
+    key: str                        # "" for a hero atomic-publish did not make
+    files: tuple[PublishedFile, ...]
 
 
 class Catalog(ABC):
@@ -252,6 +281,43 @@ class Catalog(ABC):
 
         Idempotent: reads only. Raises ``CatalogUnavailable``."""
         return list(self._duplicates(tuple(projects)))
+
+    #: Can this backend write hero versions (``write_hero``)? A publish whose product has a hero
+    #: refuses in the pre-flight where it cannot.
+    supports_hero: ClassVar[bool] = False
+
+    def write_hero(self, hero: HeroEntry) -> bool:
+        """Point the product's hero entry at ``hero.version`` with ``hero``'s files (OpenPype: the
+        ``hero_version`` document and its representations; AYON: the hero version entity, with the
+        negative number, and its representations). The hero's ids derive from the product, so
+        there is one hero per product; its representations are updated in place and those the new
+        version lacks are removed. In one transaction or batch where the backend has one.
+
+        Only forward: a hero that points at a higher number already is left as it is (returns
+        False). Idempotent: writing the same hero again changes nothing visible (returns True).
+        Raises ``CatalogUnavailable``, ``CatalogRefused`` (also for a backend without heroes)."""
+        if not self.supports_hero:
+            raise CatalogRefused(f"the {self.name} catalogue has no hero versions; turn the hero off for this "
+                                 "product type (ATOMIC_PUBLISH_HERO, studio settings hero.product_types)")
+        current = self._find_hero(hero.version.subject)
+        if current is not None and current.number > hero.number:
+            return False
+        self._write_hero(hero)
+        return True
+
+    def hero_of(self, subject: Subject) -> CatalogHero | None:
+        """The product's hero as the catalogue has it, or None (``audit``). Idempotent: reads only."""
+        if not self.supports_hero:
+            return None
+        return self._find_hero(subject)
+
+    def _write_hero(self, hero: HeroEntry) -> None:
+        """Backends with ``supports_hero`` write the hero entry and its representations."""
+        raise NotImplementedError
+
+    def _find_hero(self, subject: Subject) -> CatalogHero | None:
+        """Backends with ``supports_hero`` read the product's hero."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Release the backend's connections (idempotent)."""

@@ -328,6 +328,36 @@ class OpenPypeCatalog(Catalog):
                 return session.with_transaction(lambda s: work(s))
         return work()
 
+    # -- the hero version (wrapper/catalogs/openpype_hero.py) ---------------------------------
+
+    supports_hero: ClassVar[bool] = True
+
+    @_mapped("write the hero version")
+    def _write_hero(self, hero) -> None:
+        from .openpype_hero import write_hero
+
+        subject = hero.version.subject
+        col = self.project(subject.project_name)
+        subset_id = self._find_subject(subject)
+        if subset_id is None:
+            raise CatalogRefused(f"subset {subject.describe()} has no document, so v{hero.number:0>3} it should "
+                                 "mirror is not visible; nothing was written",
+                                 "run `atomic-publish audit`: the version's documents are missing")
+        if self.supports_transactions():
+            with self.client.start_session() as session:
+                session.with_transaction(lambda s: write_hero(col, hero, subset_id, s))
+            return
+        write_hero(col, hero, subset_id, None)
+
+    @_mapped("read the hero version")
+    def _find_hero(self, subject: Subject):
+        from .openpype_hero import find_hero
+
+        subset_id = self._find_subject(subject)
+        if subset_id is None:
+            return None
+        return find_hero(self.project(subject.project_name), subject, subset_id)
+
     @staticmethod
     def _remove_own_subset(col: Collection, subset_id: Any, session) -> int:
         """A subset atomic-publish created (its name-derived id) and no version uses any more."""

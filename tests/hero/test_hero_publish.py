@@ -1,0 +1,47 @@
+"""Hero versions on the openpype catalogue: v1, v2, v3 published as real processes, the hero
+folder and the hero_version document mirror the highest; out-of-order commits and a rollback
+never move it back (issue 14)."""
+from __future__ import annotations
+
+import pymongo
+
+from hero_helpers import hero_env, hero_folder, hero_state, publish_version, version_files
+
+
+def _hero_doc(store):
+    col = store.catalog.project("demo")
+    hero = col.find_one({"type": "hero_version"})
+    reps = list(col.find({"type": "representation", "parent": hero["_id"]})) if hero else []
+    return hero, reps
+
+
+def test_hero_mirrors_the_latest_of_three(env, store, render):
+    env = hero_env(env)
+    for n, job in enumerate(("j1", "j2", "j3"), 1):
+        out = publish_version(render, env, job)
+        assert out["version"] == n
+        number, files = hero_state(hero_folder(render))
+        assert number == n and files == version_files(render, n)
+    hero, reps = _hero_doc(store)
+    v3 = store.catalog.project("demo").find_one({"type": "version", "name": 3})
+    assert hero["version_id"] == v3["_id"]
+    assert hero["data"]["atomic_publish"]["version"] == 3
+    paths = sorted(f["path"].rsplit("/", 1)[-1] for rep in reps for f in rep["files"])
+    assert paths == sorted(version_files(render, 3))
+    assert all("/hero/" in f["path"] for rep in reps for f in rep["files"])
+    assert store.catalog.project("demo").count_documents({"type": "hero_version"}) == 1
+    # nothing left beside the hero folder, and the store says v3 with nobody holding it
+    assert sorted(p.name for p in hero_folder(render).parent.iterdir()) == ["hero", "v001", "v002", "v003"]
+    doc = store.heroes.get("demo", "sh010", "renderCompMain")
+    assert (doc["version"], doc["holder"]) == (3, None)
+    # the hero files are hardlinks of v003's (same filesystem)
+    v3_dir = hero_folder(render).parent / "v003"
+    for p in v3_dir.iterdir():
+        if not p.name.startswith(".atomic"):
+            assert (hero_folder(render) / p.name.replace("_v003", "_hero")).stat().st_ino == p.stat().st_ino
+
+
+def test_hero_off_by_default(env, store, render):
+    publish_version(render, env, "j1")
+    assert not hero_folder(render).exists()
+    assert store.catalog.project("demo").count_documents({"type": "hero_version"}) == 0

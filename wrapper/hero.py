@@ -1,0 +1,236 @@
+"""The hero step of a commit: version N becomes the product's hero, on disk and in the catalogue.
+
+It runs inside COMMITTING, after the version's documents are visible and before the record says
+PUBLISHED, so it only rolls forward and a crash anywhere in it is finished by the next attempt
+of the key (a COMMITTING record always reaches PUBLISHED). Each step is idempotent:
+
+1. claim the product's hero in the store (idempotency/heroes.py): only forward, one mover at a
+   time, a busy hero waited for, a newer one left alone;          failpoint ``hero.claimed``
+2. remove what crashed moves left beside the hero folder; build N's files in a hidden sibling
+   (hardlinks, copies where links are refused);                    failpoint ``hero.staged``
+3. swap it into place in one step (wrapper/hero_swap.py) and remove the old content;
+                                                                    failpoint ``hero.swapped``
+4. point the catalogue's hero entry at N (``Catalog.write_hero``); failpoint ``hero.catalog``
+5. record N as the hero and release the hold.                      failpoint ``hero.done``
+
+The hero folder's marker says which version it holds, so a retry skips the swap it already made.
+Before each change of the folder or the entry the attempt proves it still holds both its record
+epoch and the hero (two conditional writes): what a zombie frozen after that proof can still do
+is one swap of complete content (never a mix), which the next move or ``audit`` finds.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+from ..idempotency import heroes as H
+from ..idempotency.keys import short_hash
+from ..idempotency.records import Identity, utcnow
+from . import failpoints, progress
+from .catalogs.base import HeroEntry, PublishedFile, VersionEntry
+from .errors import BusyError, DestinationError, ManifestError
+from .fsops import remove_tree
+from .hero_settings import HeroSettings, hero_dir, hero_file_name, hero_settings
+from .hero_swap import (HeroFile, aside_name, build_content, finish_two_renames, leftovers, read_hero_marker,
+                        swap_into_place, swap_name)
+from .layout import PlannedFile, rootless
+from .manifest import Manifest
+
+__all__ = ["HeroBusy", "HeroFolderTaken", "HeroStep", "check_heroes"]
+
+POLL_SECONDS = 0.2
+
+
+class HeroBusy(BusyError):
+    """Another publish of the product moves its hero, for longer than this attempt waits."""
+
+    default_todo = "nothing: the farm requeues the task and it finishes the hero when the other publish is done"
+
+
+class HeroFolderTaken(DestinationError):
+    """The hero path holds a folder atomic-publish did not make (AYON's own hero integrator's)."""
+
+    default_todo = ("archive or remove that folder once (the migration from IntegrateHeroVersion, docs/hero.md), "
+                    "then requeue the task: it rolls forward and makes the hero")
+
+
+def check_heroes(products: Sequence[Manifest], catalog: Any, settings: HeroSettings | None = None) -> HeroSettings:
+    """Pre-flight, nothing written: the hero template resolves for every product that has a hero,
+    and the catalogue can hold heroes. Raises ManifestError / SettingsError / CatalogRefused."""
+    settings = settings or hero_settings()
+    wanted = [m for m in products if settings.wants(m)]
+    if wanted and not getattr(catalog, "supports_hero", False):
+        raise ManifestError("hero", f"is on for product type {wanted[0].family} ({settings.source}), but the "
+                            f"{getattr(catalog, 'name', '?')} catalogue has no hero versions",
+                            "turn the hero off for this product type, or publish into a catalogue that has them")
+    for m in wanted:
+        hero_dir(m, settings)
+    return settings
+
+
+@dataclass
+class HeroContext:
+    """What the step needs from the attempt (one object, not loose callables)."""
+
+    store: Any
+    key: str
+    epoch: int
+    who: Identity
+    lease_seconds: float
+    retried: Callable[..., Any]          # Attempt._r: one leaf operation under the retry policy
+    check: Callable[[], None]            # the stop guard
+    link_default: bool = True
+
+
+class HeroStep:
+    """Makes each product of a commit the hero where the settings want one."""
+
+    def __init__(self, ctx: HeroContext, settings: HeroSettings | None = None):
+        self.ctx = ctx
+        self.settings = settings or hero_settings()
+
+    def wanted(self, manifest: Manifest) -> bool:
+        return self.settings.wants(manifest)
+
+    # -- the store ---------------------------------------------------------------------------
+    def _fence(self, ident: tuple[str, str, str]) -> None:
+        """Still ours: the record's epoch, and the hold on the hero (renewed by the same write)."""
+        c = self.ctx
+        c.retried("prove the epoch", c.store.records.fenced, c.key, c.epoch, {"$set": {"fenced_at": utcnow()}})
+        c.retried("renew the hold on the hero", c.store.heroes.confirm, ident, c.who, c.lease_seconds)
+
+    def _claim(self, ident: tuple[str, str, str], number: int, folder: str) -> H.Claim:
+        c = self.ctx
+        deadline = time.monotonic() + c.lease_seconds + 5.0  # a dead holder's hold has expired by then
+        while True:
+            claim = c.retried("claim the hero", c.store.heroes.claim, ident, c.key, c.epoch, number, c.who,
+                              c.lease_seconds, folder)
+            if claim.state != H.BUSY:
+                return claim
+            if time.monotonic() > deadline:
+                held = claim.doc.get("holder") or {}
+                raise HeroBusy(f"the hero of {'/'.join(ident)} is being moved to v{held.get('target', 0):0>3} by "
+                               f"{held.get('key')} (worker {held.get('worker')}) for longer than this attempt "
+                               f"waits; v{number:0>3} is committed and its hero step runs again on the next attempt")
+            c.check()
+            time.sleep(POLL_SECONDS)
+
+    # -- one product -------------------------------------------------------------------------
+    def run(self, manifest: Manifest, entry: VersionEntry, plan: list[PlannedFile], final_dir: str) -> dict[str, Any]:
+        """Make ``entry`` the hero of its product; returns the record's receipt of what happened."""
+        c = self.ctx
+        number = entry.number
+        folder = hero_dir(manifest, self.settings)
+        ident = (manifest.project_name, manifest.asset, manifest.subset)
+        claim = self._claim(ident, number, folder)
+        if claim.state == H.NEWER:
+            newer = max(int(claim.doc.get("version") or 0), int(claim.doc.get("target") or 0))
+            progress.info(f"hero of {manifest.subset} stays with v{newer:0>3}, newer than v{number:0>3} (a hero only "
+                          "moves forward)")
+            return {"state": "newer", "version": number, "hero_version": newer, "hero_dir": folder}
+        if claim.state == H.DONE:
+            return {"state": "done", "version": number, "hero_dir": folder}
+        failpoints.hit("hero.claimed")
+        try:
+            how = self._move_folder(manifest, entry, plan, final_dir, folder, ident)
+            self._fence(ident)
+            hero = self._entry(manifest, entry, plan, folder)
+            c.retried("write the hero version", c.store.catalog.write_hero, hero)
+            failpoints.hit("hero.catalog")
+            c.retried("record the hero", c.store.heroes.finish, ident, c.key, number, c.who)
+        except BaseException:
+            try:
+                c.store.heroes.release(ident, c.who)  # another publish need not wait for the hold to expire
+            except Exception:
+                pass  # it expires on its own
+            raise
+        failpoints.hit("hero.done")
+        progress.status(f"hero of {manifest.subset} is v{number:0>3} at {folder} ({how})")
+        return {"state": "moved", "version": number, "hero_dir": folder, "how": how}
+
+    def _move_folder(self, manifest: Manifest, entry: VersionEntry, plan: list[PlannedFile], final_dir: str,
+                     folder: str, ident: tuple[str, str, str]) -> str:
+        """Steps 2 and 3: the hero folder holds N's files when this returns."""
+        c = self.ctx
+        number = entry.number
+        found = leftovers(folder)
+        if finish_two_renames(folder, found):  # a crash between two renames: the new content in place first
+            found = leftovers(folder)
+        marker = read_hero_marker(folder) if os.path.lexists(folder) else None
+        if os.path.lexists(folder) and marker is None:
+            raise HeroFolderTaken(f"hero folder {folder} of {manifest.subset} exists without an atomic-publish hero "
+                                  f"marker: another tool made it; v{number:0>3} is committed, nothing was replaced")
+        if marker and marker.get("version") == number and marker.get("key") == c.key:
+            how = "already-in-place"
+        else:
+            for old in found:  # what crashed moves left (this holder's earlier epochs' or a dead holder's)
+                remove_tree(old)
+            key_hash = short_hash(c.key)
+            new, aside = swap_name(folder, key_hash, c.epoch), aside_name(folder, key_hash, c.epoch)
+            sizes = {f.name: f.size for rep in entry.representations for f in rep.files}
+            files = [HeroFile(os.path.join(final_dir, p.name), hero_file_name(manifest, p, number), sizes[p.name])
+                     for p in plan]
+            link = self.settings.link_mode == "hardlink"
+            renew = _every(c.lease_seconds / 3.0, lambda: self._fence(ident))
+            self._fence(ident)
+            linked, copied = build_content(new, files, {"key": c.key, "version": number, "epoch": c.epoch,
+                                                        "subset": manifest.subset},
+                                           link, check=lambda: (c.check(), renew()))
+            failpoints.hit("hero.staged")
+            self._fence(ident)
+            how = swap_into_place(new, folder, aside)
+            failpoints.hit("hero.swapped")
+            progress.info(f"hero of {manifest.subset}: v{number:0>3} put in place ({how}; {linked} linked, "
+                          f"{copied} copied)")
+        for old in leftovers(folder):  # the previous hero's content, now under the swap name
+            remove_tree(old)
+        return how
+
+    def _entry(self, manifest: Manifest, entry: VersionEntry, plan: list[PlannedFile], folder: str) -> HeroEntry:
+        """The version's representations with the hero folder's paths."""
+        names = {p.name: hero_file_name(manifest, p, entry.number) for p in plan}
+        reps = []
+        for rep in entry.representations:
+            files = []
+            for f in rep.files:
+                path = os.path.join(folder, names[f.name])
+                files.append(PublishedFile(name=names[f.name], path=path, rootless=rootless(path, manifest),
+                                           size=f.size, hash=f.hash, hash_type=f.hash_type, frame=f.frame))
+            data_path = files[0].path if files else rep.data_path
+            reps.append(replace(rep, files=tuple(files), data_path=data_path))
+        return HeroEntry(version=entry, hero_dir=folder, representations=tuple(reps))
+
+
+def _every(seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` at most once per ``seconds`` (the hold's renewal during a long build)."""
+    last = [time.monotonic()]
+
+    def maybe() -> None:
+        if time.monotonic() - last[0] >= seconds:
+            last[0] = time.monotonic()
+            fn()
+    return maybe
+
+
+def commit_heroes(attempt: Any) -> dict[str, Any]:
+    """The hero step of ``publish.Attempt._commit`` for every product of the publish that has a
+    hero: returns the record fields (``hero`` receipts) that go with the PUBLISHED write."""
+    step = None
+    fields: dict[str, Any] = {}
+    entries = None
+    for i, m in enumerate(attempt.products):
+        if step is None:
+            step = HeroStep(HeroContext(store=attempt.store, key=attempt.key, epoch=attempt.epoch, who=attempt.who,
+                                        lease_seconds=attempt.req.policy.lease_seconds, retried=attempt._r,
+                                        check=attempt.guard.check))
+        if not step.wanted(m):
+            continue
+        entries = entries if entries is not None else attempt._entries()
+        from .layout import plan_files
+
+        view = attempt._view(i)
+        receipt = step.run(m, entries[i], plan_files(m, int(view["version"])), attempt._local_final(i))
+        fields[attempt._field(i, "hero")] = receipt
+    return fields

@@ -1,0 +1,231 @@
+"""The hero folder on disk: build the new content beside it, then swap it in with one rename.
+
+A reader of the hero folder must see the previous hero's complete files or the new one's, never
+a mix and never a half-built folder. So the new content is built in a hidden sibling (hardlinks
+to the published version's files where the filesystem allows, copies otherwise), made durable,
+and then exchanged with the hero folder in one step where the platform offers one. The swap is
+chosen once, at import (``swap_into_place.__name__`` names it), one function per platform:
+
+* Linux: ``renameat2(RENAME_EXCHANGE)`` (kernel 3.15+, glibc 2.28+; ext4, XFS, Btrfs, tmpfs):
+  atomic, no window: a path lookup resolves to the old folder or to the new one.
+* macOS: ``renamex_np(RENAME_SWAP)`` (10.12+, APFS): atomic, no window.
+* Elsewhere, and where the filesystem refuses the flag (EINVAL, ENOSYS, ENOTSUP: NFS, SMB/CIFS,
+  FUSE, overlayfs before 5.x): two renames, the hero folder aside then the new one in. Between
+  the two the hero path does not exist: one rename system call (measured on a local Linux
+  filesystem by tests/hero/test_hero_reader.py; on NFS one server round trip). Windows is
+  always on this path (MoveFileEx has no exchange) and its renames also fail with a sharing
+  violation while a reader holds a file open: the caller's retry policy waits that out.
+
+What is left after a crash is named so that the next holder of the hero (or ``gc``) recognises
+it: ``.{hero}.hero-swap-{keyhash}-e{epoch}`` (new content being built, or the old content
+after the exchange) and ``.{hero}.hero-aside-...`` (the old content during the two renames).
+The hero folder itself carries ``.atomic-publish-hero.json``, naming the version it mirrors;
+a folder without it is never swapped out or removed.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from .commit import _AT_FDCWD, _UNSUPPORTED, _renameat2_fn, _renamex_np_fn
+from .fsops import fsync, fsync_dir, long_path
+
+__all__ = ["HERO_MARKER", "LEFTOVER_RE", "HeroFile", "build_content", "leftovers", "read_hero_marker",
+           "swap_into_place", "swap_name", "aside_name", "swap_exchange_linux", "swap_exchange_macos",
+           "swap_two_renames", "finish_two_renames", "choose_swap"]
+
+HERO_MARKER = ".atomic-publish-hero.json"
+LEFTOVER_RE = re.compile(r"^\.(?P<hero>.+)\.hero-(?P<kind>swap|aside)-(?P<hash>[0-9a-f]{12})-e(?P<epoch>\d+)$")
+LINK_FALLBACK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES,
+                 getattr(errno, "EOPNOTSUPP", errno.ENOTSUP)}
+_RENAME_EXCHANGE = 2        # linux/fs.h
+_RENAME_SWAP = 0x00000002   # macOS sys/stdio.h
+
+
+@dataclass(frozen=True)
+class HeroFile:
+    """One file of the hero: the published file it mirrors and its name in the hero folder."""
+
+    source: str
+    name: str
+    size: int
+
+
+def swap_name(hero_dir: str, key_hash: str, epoch: int) -> str:
+    return os.path.join(os.path.dirname(hero_dir), f".{os.path.basename(hero_dir)}.hero-swap-{key_hash}-e{epoch}")
+
+
+def aside_name(hero_dir: str, key_hash: str, epoch: int) -> str:
+    return os.path.join(os.path.dirname(hero_dir), f".{os.path.basename(hero_dir)}.hero-aside-{key_hash}-e{epoch}")
+
+
+def leftovers(hero_dir: str) -> list[str]:
+    """Every swap or aside folder of ``hero_dir`` (any publish, any epoch), none of them the hero."""
+    parent, name = os.path.dirname(hero_dir), os.path.basename(hero_dir)
+    try:
+        entries = os.listdir(parent)
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        m = LEFTOVER_RE.match(entry)
+        if m and m["hero"] == name:
+            out.append(os.path.join(parent, entry))
+    return sorted(out)
+
+
+def read_hero_marker(folder: str) -> dict | None:
+    try:
+        with open(os.path.join(folder, HERO_MARKER), encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _link_or_copy(src: str, dst: str, link: bool) -> bool:
+    """Hardlink ``src`` at ``dst`` where allowed, else copy it durably; True when linked."""
+    if link:
+        try:
+            os.link(long_path(src), long_path(dst))
+            return True
+        except OSError as exc:
+            if exc.errno not in LINK_FALLBACK:
+                raise
+    shutil.copyfile(long_path(src), long_path(dst))
+    fd = os.open(long_path(dst), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        fsync(fd)
+    finally:
+        os.close(fd)
+    return False
+
+
+def build_content(folder: str, files: Iterable[HeroFile], marker: dict, link: bool,
+                  check: Callable[[], None] = lambda: None) -> tuple[int, int]:
+    """Create ``folder`` (never an existing one) with ``files`` and the hero marker, durable.
+
+    Returns (linked, copied). Every file is checked against its recorded size: a hero never
+    mirrors a published file that changed. ``check`` runs between files (the stop guard)."""
+    os.mkdir(long_path(folder))
+    linked = copied = 0
+    for f in files:
+        check()
+        dst = os.path.join(folder, f.name)
+        if _link_or_copy(f.source, dst, link):
+            linked += 1
+        else:
+            copied += 1
+        size = os.stat(long_path(dst)).st_size
+        if size != f.size:
+            raise OSError(errno.EIO, f"hero file {dst} has {size} bytes where the published file has {f.size}", dst)
+    path = os.path.join(folder, HERO_MARKER)
+    with open(long_path(path), "w", encoding="utf-8") as fh:
+        json.dump(marker, fh, indent=1, sort_keys=True)
+        fh.flush()
+        fsync(fh.fileno())
+    fsync_dir(folder)
+    return linked, copied
+
+
+def _refused(err: int) -> bool:
+    return err in _UNSUPPORTED
+
+
+def swap_two_renames(new: str, hero_dir: str, aside: str) -> str:
+    """Any platform: the hero folder aside, then ``new`` in its place; the old content ends in ``new``.
+
+    Window: between the two renames the hero path does not exist (one rename system call). A
+    crash in it leaves the old content at ``aside`` and the new at ``new``: the next holder puts
+    the new content in place first (``finish_two_renames``), so the window never outlives it."""
+    if os.path.lexists(hero_dir):
+        os.rename(long_path(hero_dir), long_path(aside))
+    os.rename(long_path(new), long_path(hero_dir))
+    os.rename(long_path(aside), long_path(new))  # the old content where the caller removes it
+    fsync_dir(os.path.dirname(hero_dir))
+    return "two-renames"
+
+
+def swap_exchange_linux(new: str, hero_dir: str, aside: str) -> str:
+    """Linux: ``renameat2(RENAME_EXCHANGE)``; atomic, no window. The old content ends in ``new``.
+
+    Falls back to ``swap_two_renames`` (its window) where the filesystem refuses the flag."""
+    if _renameat2_fn is None:
+        raise NotImplementedError("renameat2 is not available on this system")
+    if _renameat2_fn(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(hero_dir), _RENAME_EXCHANGE) == 0:
+        fsync_dir(os.path.dirname(hero_dir))
+        return "exchanged"
+    err = ctypes.get_errno()
+    if _refused(err):
+        return swap_two_renames(new, hero_dir, aside)
+    raise OSError(err, os.strerror(err), new, None, hero_dir)
+
+
+def swap_exchange_macos(new: str, hero_dir: str, aside: str) -> str:
+    """macOS: ``renamex_np(RENAME_SWAP)`` (APFS); atomic, no window. The old content ends in ``new``.
+
+    Falls back to ``swap_two_renames`` (its window) where the filesystem refuses the flag (HFS+,
+    SMB and NFS mounts)."""
+    if _renamex_np_fn is None:
+        raise NotImplementedError("renamex_np is only available on macOS")
+    if _renamex_np_fn(os.fsencode(new), os.fsencode(hero_dir), _RENAME_SWAP) == 0:
+        fsync_dir(os.path.dirname(hero_dir))
+        return "exchanged"
+    err = ctypes.get_errno()
+    if _refused(err):
+        return swap_two_renames(new, hero_dir, aside)
+    raise OSError(err, os.strerror(err), new, None, hero_dir)
+
+
+def choose_swap(platform: str | None = None) -> Callable[[str, str, str], str]:
+    """The strongest exchange ``platform`` (default: this one) offers."""
+    platform = platform or sys.platform
+    if platform.startswith("linux") and _renameat2_fn is not None:
+        return swap_exchange_linux
+    if platform == "darwin" and _renamex_np_fn is not None:
+        return swap_exchange_macos
+    return swap_two_renames
+
+
+_swap = choose_swap()
+
+
+def swap_into_place(new: str, hero_dir: str, aside: str) -> str:
+    """Put the complete folder ``new`` at ``hero_dir``; the previous hero's content (if any) ends
+    at ``new``, for the caller to remove. Returns "renamed" (first hero), "exchanged" or
+    "two-renames". A first hero is a plain no-replace rename; ``aside`` is used only by the
+    two-renames fallback."""
+    if not os.path.lexists(hero_dir):
+        from .commit import rename_noreplace
+
+        try:
+            rename_noreplace(long_path(new), long_path(hero_dir))
+            fsync_dir(os.path.dirname(hero_dir))
+            return "renamed"
+        except FileExistsError:
+            pass  # another hero appeared since the look: exchange with it
+    return _swap(new, hero_dir, aside)
+
+
+def finish_two_renames(hero_dir: str, leftover: list[str]) -> bool:
+    """After a crash inside ``swap_two_renames`` the hero path may be missing, with the old
+    content aside and the new complete in a swap folder: put the new content in place at once
+    (one rename), so that the hero path is missing only as long as the crash lasted. Returns True
+    when it did."""
+    if os.path.lexists(hero_dir):
+        return False
+    complete = [p for p in leftover if LEFTOVER_RE.match(os.path.basename(p))["kind"] == "swap"
+                and read_hero_marker(p)]
+    if not complete:
+        return False
+    best = max(complete, key=lambda p: int((read_hero_marker(p) or {}).get("version", 0)))
+    os.rename(long_path(best), long_path(hero_dir))
+    fsync_dir(os.path.dirname(hero_dir))
+    return True
