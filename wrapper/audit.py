@@ -178,7 +178,7 @@ class Auditor:
                                         "must never change")
         self.report.checked["versions"] += 1
         if self.ftrack:
-            self.check_ftrack(rec, expect_published=True)
+            self.check_ftrack(rec, expect_published=True, view=view)
 
     # -- another catalogue (AYON), through the Catalog seam -------------------------------------
     @staticmethod
@@ -246,7 +246,7 @@ class Auditor:
                                     "restore it from backup; published files must never change")
         self.report.checked["versions"] += 1
         if self.ftrack:
-            self.check_ftrack(rec, expect_published=True)
+            self.check_ftrack(rec, expect_published=True, view=view)
 
     def _render_unlinked(self, key: str, doc_file: dict[str, Any], st: os.stat_result, committed_ns: int) -> bool:
         """A hardlinked published file whose only later change is that the render's own name was
@@ -310,9 +310,12 @@ class Auditor:
                 self.report.add(6, rec["_id"], f"staging folder {folder} of epoch {ep} remains after epoch "
                                                f"{rec['epoch']} ended", "run `atomic-publish gc`")
 
-    def check_ftrack(self, rec: dict[str, Any], expect_published: bool) -> None:
-        entry = (rec.get("receipts") or {}).get("ftrack")
-        if not entry:
+    def check_ftrack(self, rec: dict[str, Any], expect_published: bool, view: dict[str, Any] | None = None) -> None:
+        """The ftrack AssetVersion of one product (``view``; every product when None): published
+        after PUBLISHED, never published after a rollback. Read from the product's own receipt."""
+        views = R.product_views(rec) if view is None else [view]
+        receipts = [(v, e) for v in views for e in (v.get("receipts") or {}).values() if e.get("name") == "ftrack"]
+        if not receipts:
             return
         try:
             from .integrations.ftrack import FtrackIntegration, deterministic_id
@@ -321,18 +324,25 @@ class Auditor:
         except Exception as exc:
             self.report.add(2, rec["_id"], f"cannot check ftrack: {exc}", "set FTRACK_SERVER/USER/API_KEY")
             return
+        several = len(R.product_views(rec)) > 1
         try:
-            av = session.query(f'AssetVersion where id is "{deterministic_id("AssetVersion", rec["_id"])}"').first()
-            published = bool(av and av["is_published"])
+            for v, entry in receipts:
+                product = (v.get("subset") or {}).get("subset") or ""
+                av_id = (entry.get("receipt") or {}).get("asset_version_id") or deterministic_id(
+                    "AssetVersion", *((rec["_id"], product) if several else (rec["_id"],)))
+                av = session.query(f'AssetVersion where id is "{av_id}"').first()
+                published = bool(av and av["is_published"])
+                what = f"product {product} of the " if several else ""
+                if expect_published and not published:
+                    self.report.add(2, rec["_id"], f"{what}published version's ftrack AssetVersion {av_id} is "
+                                                   "missing or unpublished",
+                                    "run `atomic-publish run` for the task again is not enough after PUBLISHED: "
+                                    "publish the AssetVersion in ftrack")
+                if not expect_published and published:
+                    self.report.add(3, rec["_id"], f"{what}rolled-back key has a published ftrack AssetVersion "
+                                                   f"{av_id}", "delete or unpublish it in ftrack")
         finally:
             session.close()
-        if expect_published and not published:
-            self.report.add(2, rec["_id"], "published version's ftrack AssetVersion is missing or unpublished",
-                            "run `atomic-publish run` for the task again is not enough after PUBLISHED: "
-                            "publish the AssetVersion in ftrack")
-        if not expect_published and published:
-            self.report.add(3, rec["_id"], "rolled-back key has a published ftrack AssetVersion",
-                            "delete or unpublish it in ftrack")
 
     # -- the catalogue -------------------------------------------------------------------
     def check_version_numbers(self) -> None:

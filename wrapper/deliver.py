@@ -3,6 +3,8 @@
 Notify integrations are delivered after the commit from the record's outbox; when a
 receiver was down, later attempts of the same task and this command retry them until
 they are acknowledged. Receivers deduplicate by the Idempotency-Key, so a retry is safe.
+A publish of several products has one outbox per product (``outbox`` at the top of the record
+for product 0, ``extra_products.{i}.outbox`` for product i): every one is delivered.
 """
 from __future__ import annotations
 
@@ -24,10 +26,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..idempotency import records as R
     from .cliutil import open_store_for
     from . import integrate, retry
-    from .layout import plan_files
-    from .manifest import parse_manifest
 
     store = open_store_for("deliver", args.store, start_embedded=True, chosen_catalog=True)
     if store is None:
@@ -41,25 +42,25 @@ def main(args: argparse.Namespace) -> int:
     policy = retry.RetryPolicy(attempts=3, budget=30.0)
     try:
         for rec in store.records.col.find(query):
-            outbox = rec.get("outbox") or {}
-            if not any(e.get("state") == "pending" for e in outbox.values()):
+            if not integrate.has_pending(rec):  # any product's outbox (extra_products.{i}.outbox too)
                 continue
-            manifest = parse_manifest(json.loads(rec["manifest_json"]))
+            products = integrate.recorded_products(rec)
             rec["files"] = store.staged.of_key(rec["_id"])
-            integrations = integrate.build(manifest)
+            integrations = integrate.build(products[0])
             key = rec["_id"]
 
-            def mark(ident: str, entry: dict, key: str = key) -> bool:
-                result = store.records.col.update_one({"_id": key, f"outbox.{ident}.state": "pending"},
-                                                      {"$set": {f"outbox.{ident}": entry}})
+            def mark(where: str, entry: dict, key: str = key) -> bool:
+                result = store.records.col.update_one({"_id": key, f"{where}.state": "pending"},
+                                                      {"$set": {where: entry}})
                 return result.modified_count == 1
 
             def call(operation, fn, *a):
                 return retry.call(operation, policy, fn, *a)
 
-            before = sum(1 for e in outbox.values() if e.get("state") == "pending")
-            still = integrate.deliver_pending(integrations, manifest, key, rec,
-                                              plan_files(manifest, rec["version"]), call, mark)
+            before = sum(1 for view in R.product_views(rec) for e in (view.get("outbox") or {}).values()
+                         if e.get("state") == "pending")
+            still = integrate.deliver_pending(integrations, products, key, rec, call, mark,
+                                              store.catalog.version_id)
             delivered += before - len(still)
             if still:
                 pending[key] = still

@@ -84,10 +84,7 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
         for product in products:
             plan_files(product, 1)
             version_dir(product, 1)
-        integrations = integrate.build(manifest)
-        if integrations and len(products) > 1:
-            raise ManifestError("integrations", f"are not supported yet for a publish of {len(products)} products "
-                                "(one metadata JSON with several instances); publish them without integrations")
+        integrations = integrate.build(manifest)  # every product of a metadata JSON has the settings' list
         print_ = fingerprint(canonical_json(submitted))
     except PublishError as exc:
         return Outcome.from_error(exc, done=NOTHING_WRITTEN)
@@ -217,7 +214,8 @@ class Attempt:
         self.products: list[Manifest] = list(products) if products else [manifest]
         self.fingerprint = fingerprint_
         self.integrations = integrations or []
-        self.runner = integrate.Runner(self.integrations, manifest, key, self._r, self._fenced)
+        self.runner = integrate.Runner(self.integrations, self.products, key, self._r, self._fenced,
+                                       lambda parts: self.store.catalog.version_id(parts))
         self.who = Identity(attempt=uuid.uuid4().hex, worker=req.worker)
         self.epoch = 0
         self.index = 0
@@ -565,20 +563,21 @@ class Attempt:
         return {self._field(i, f"{name}.{ep}"): "" for ep in old for name in ("staging_dirs", "staging_rootless_dirs")}
 
     def _integrate(self) -> None:
-        """Prepare every gate integration under the key (receipts saved), before the commit."""
+        """Prepare every gate integration of every product under the key (receipts saved), before the
+        commit."""
         if not self.runner.gates():
             return
         self._set(R.INTEGRATING)
-        self.runner.prepare_all(self.rec, plan_files(self.manifest, self.rec["version"]))
+        self.runner.prepare_all(self.rec)
 
     def _deliver(self, rec: dict[str, Any]) -> list[str]:
         """Deliver pending notifications (after PUBLISHED); never fails the publish."""
         if not self.runner.notifiers():
             return []
 
-        def mark(ident: str, entry: dict[str, Any]) -> bool:
+        def mark(where: str, entry: dict[str, Any]) -> bool:  # where: outbox.{id} of product 0, or product i's
             result = self.store.records.col.update_one(
-                {"_id": self.key, f"outbox.{ident}.state": "pending"}, {"$set": {f"outbox.{ident}": entry}})
+                {"_id": self.key, f"{where}.state": "pending"}, {"$set": {where: entry}})
             return result.modified_count == 1
 
         if not rec.get("files"):
@@ -588,8 +587,8 @@ class Attempt:
         def quick(operation: str, fn, *args):
             return retry.call(operation, light, fn, *args, stop_event=self.guard.stopping)
 
-        return integrate.deliver_pending(self.integrations, self.manifest, self.key, rec,
-                                         plan_files(self.manifest, rec["version"]), quick, mark)
+        return integrate.deliver_pending(self.integrations, self.products, self.key, rec, quick, mark,
+                                         lambda parts: self.store.catalog.version_id(parts))
 
     def _commit(self, fresh: bool = False) -> dict[str, Any]:
         """Roll forward from COMMITTING: renames, documents, PUBLISHED. Every step idempotent.
@@ -629,7 +628,7 @@ class Attempt:
         self.guard.check()
         inserted = self._r("insert the documents", self._insert_documents)
         failpoints.hit("commit.documents")
-        self.runner.commit_all(rec, plan_files(self.manifest, rec["version"]))
+        self.runner.commit_all(rec)  # every product's gates, now that all versions are visible
         self._r("mark the reservation committed", self.store.reservations.mark_committed, self.key)
         published.update(commit_heroes(self))  # wrapper/hero.py: N becomes the hero (forward only)
         # one write: PUBLISHED, and this attempt's history entry closed with the lease released
@@ -675,8 +674,7 @@ class Attempt:
         failpoints.hit("rollback.begin")
         rec = self._r("read the record", self.store.records.get, self.key) or self.rec
         rec["files"] = self._files()
-        plan = plan_files(self.manifest, rec["version"]) if rec.get("version") is not None else None
-        self.runner.compensate_all(rec, plan)
+        self.runner.compensate_all(rec)  # every product's, last first
         for i, m in enumerate(self.products):
             for folder in self._local_staging_dirs(i, rec).values():
                 remove_tree(folder)

@@ -23,7 +23,10 @@ class PublishedFile:
 
 @dataclass(frozen=True)
 class Context:
-    """What an integration knows about the publish; identical on every attempt of the key."""
+    """What an integration knows about one product of the publish; identical on every attempt of
+    the key. A publish of several products (one metadata JSON with several instances) gives each
+    product its own context: derive every deterministic id from ``identity``, never from ``key``
+    alone, or two products would share one external object."""
 
     key: str
     job_id: str
@@ -34,6 +37,15 @@ class Context:
     files: tuple[PublishedFile, ...]
     version_document_id: str
     settings: dict[str, Any] = field(default_factory=dict)
+    id_parts: tuple[str, ...] = ()  # (key,) for one product, (key, product) among several
+    product_index: int = 0
+    product_count: int = 1
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """What this product's external ids derive from: ``(key,)`` when it is the only product
+        (ids unchanged from one-product publishes), ``(key, product name)`` among several."""
+        return self.id_parts or (self.key,)
 
     def describe(self) -> dict[str, Any]:
         """A JSON description of the version (what a webhook receives)."""
@@ -47,7 +59,9 @@ class Context:
                 "hierarchy": m.hierarchy, "task": m.task, "subset": m.subset, "family": m.family,
                 "version": self.version, "version_id": self.version_document_id, "author": m.author,
                 "comment": m.comment, "final_dir": self.final_dir,
-                "representations": [{"name": n, "files": fs} for n, fs in reps.items()]}
+                "representations": [{"name": n, "files": fs} for n, fs in reps.items()],
+                **({"product_index": self.product_index, "product_count": self.product_count}
+                   if self.product_count > 1 else {})}
 
 
 class Integration:

@@ -1,9 +1,10 @@
 """ftrack through the real ``ftrack-python-api`` client (the ``ftrack`` extra), two-phase.
 
 prepare: find or create the Asset (named after the subset) under the shot, create the
-AssetVersion with an id derived from the key (uuid5) and ``is_published=False``, metadata
-``atomic_publish_key``, one component per representation pointing at the final published
-path in the ``ftrack.unmanaged`` location. commit: ``is_published=True``. compensate: delete
+AssetVersion with an id derived from the key (and the product, among several: one
+AssetVersion per product; uuid5) and ``is_published=False``, metadata ``atomic_publish_key``,
+one component per representation pointing at the final published path in the
+``ftrack.unmanaged`` location. commit: ``is_published=True``. compensate: delete
 the AssetVersion (and its components); where the server refuses the deletion, unpublish it.
 
 After any failed commit the session is rolled back, and before creating anything again the
@@ -124,7 +125,7 @@ class FtrackIntegration(Integration):
     def prepare(self, ctx: Context) -> dict[str, Any]:
         session = self._session()
         try:
-            version_id = deterministic_id("AssetVersion", ctx.key)
+            version_id = deterministic_id("AssetVersion", *ctx.identity)
             version = self._first(session, f'AssetVersion where id is "{version_id}"', "look up the version")
             if version is None:
                 version = self._create_version(session, ctx, version_id)
@@ -209,7 +210,7 @@ class FtrackIntegration(Integration):
     def commit(self, ctx: Context, receipt: dict[str, Any]) -> dict[str, Any]:
         session = self._session()
         try:
-            version_id = receipt.get("asset_version_id") or deterministic_id("AssetVersion", ctx.key)
+            version_id = receipt.get("asset_version_id") or deterministic_id("AssetVersion", *ctx.identity)
             version = self._first(session, f'AssetVersion where id is "{version_id}"', "find the version")
             if version is None:
                 raise FtrackError(f"ftrack version {version_id} prepared earlier is gone",
@@ -226,7 +227,7 @@ class FtrackIntegration(Integration):
     def compensate(self, ctx: Context, receipt: dict[str, Any]) -> None:
         session = self._session()
         try:
-            version_id = receipt.get("asset_version_id") or deterministic_id("AssetVersion", ctx.key)
+            version_id = receipt.get("asset_version_id") or deterministic_id("AssetVersion", *ctx.identity)
             version = self._first(session, f'AssetVersion where id is "{version_id}"', "find the version")
             if version is None:
                 return

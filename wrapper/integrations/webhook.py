@@ -30,7 +30,9 @@ class WebhookIntegration(Integration):
     }
 
     def _headers(self, ctx: Context, event: str) -> dict[str, str]:
-        digest = hashlib.sha256(f"{ctx.key}|{self.id}|{event}".encode()).hexdigest()[:40]
+        # one key per product and event: among several products, product i's notification is not
+        # a duplicate of product 0's (one product: "key|id|event", as before)
+        digest = hashlib.sha256("|".join((*ctx.identity, self.id, event)).encode()).hexdigest()[:40]
         headers = {"Idempotency-Key": f"atomic-publish-{digest}", "User-Agent": "atomic-publish"}
         env = self.settings.get("token_env")
         if env:
