@@ -56,15 +56,19 @@ def test_demo_ayon(tmp_path: Path) -> None:
     assert "exactly one version of each of the 3 products published" in proc.stdout, out
     assert "worker worker-1 deny-listed" in proc.stdout and "deny list: worker-1\n" in proc.stdout, out
     assert "with Plugin=AtomicPublish (was Ayon)" in proc.stdout
-    assert "ftrack: not in this story" in proc.stdout  # the core refuses integrations for several products
     for product in PRODUCTS:
         assert f"product {product} (render) in /shots/sq01/sh010: 1 version(s); folders on disk ['v001']" in out
+        # ftrack still works: one AssetVersion per product, published once, after the commit
+        assert f"    asset {product}: version 1 is_published=True (1 component)\n" in out, out
+    assert "  ftrack: 3 AssetVersion(s)\n" in out, out
+    assert "(on disk, in AYON, in one batch, and in ftrack)" in out
 
     # the key: in no output, no file under the demo's folder (logs, farm state, store, AYON data), and the
     # 0600 secrets files the plugin wrote for each task are gone
     assert AYON_KEY_PREFIX not in out
     assert _files_with(demo_dir, AYON_KEY_PREFIX.encode()) == []
     assert _files_with(demo_dir, b"AYON_API_KEY=") == []
+    assert _files_with(demo_dir / "farm", b"demo-api-key") == []  # the ftrack key is scrubbed too
     logs = list(demo_dir.rglob("*.log"))
     assert any("worker-1" in str(p) for p in logs) and (demo_dir / "ayon" / "ayon_server.log").is_file()
 

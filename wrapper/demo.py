@@ -67,7 +67,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", choices=("openpype", "ayon"), default="openpype",
                    help="openpype (default): a manifest publish into OpenPype's documents on the embedded "
                         "store, with ftrack; ayon: ayon-deadline's publish job (Plugin=AtomicPublish) with a "
-                        "3-AOV metadata JSON, into a local AYON server (needs ayon-python-api)")
+                        "3-AOV metadata JSON, into a local AYON server (needs ayon-python-api), with ftrack "
+                        "for every product")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -174,6 +175,8 @@ AYON_AOVS = ("beauty", "Z", "N")
 AYON_TEMPLATE = "{root[work]}/{project[name]}/{hierarchy}/{folder[name]}/publish/{product[type]}/{product[name]}/{@version}"
 #: Every key the demo generates starts with this (the rest is random): tests look for it in files and logs.
 AYON_KEY_PREFIX = "apdemo-ayon-"
+#: The AYON story's integrations, in its studio settings: ftrack as a gate for every product of the publish.
+FTRACK_INTEGRATIONS = [{"name": "ftrack", "phase": "gate", "settings": {"asset_type": "render"}}]
 
 
 def make_ayon_render(work: Path, frames: int = 24, size: int = 128 * 1024) -> Path:
@@ -284,6 +287,20 @@ def ayon_holdings(con, work: Path) -> list[dict]:
     return out
 
 
+def ftrack_holdings(ftrack) -> dict[str, list[dict]]:
+    """What the local ftrack server holds, per Asset (one per product): its AssetVersions' number,
+    is_published and number of components."""
+    assets = {a["id"]: a["name"] for a in ftrack.entities("Asset")}
+    components: dict[str, int] = {}
+    for c in ftrack.entities("Component"):
+        components[c["version_id"]] = components.get(c["version_id"], 0) + 1
+    out: dict[str, list[dict]] = {}
+    for av in sorted(ftrack.entities("AssetVersion"), key=lambda v: v["version"]):
+        out.setdefault(assets.get(av["asset_id"], "?"), []).append(
+            {"version": av["version"], "is_published": av["is_published"], "components": components.get(av["id"], 0)})
+    return out
+
+
 def ayon_inspect_commands(job_id: str, folder: Path, settings: Path, url: str, started_store: bool,
                           uri: str) -> str:
     """The commands that show what the demo published, once the demo has stopped its servers: restart the
@@ -324,11 +341,13 @@ def ayon_story(folder: Path, uri: str, started_store: bool) -> int:
     from ..idempotency.connection import connect
     from ..idempotency.store import Store
     from ..testing.fake_ayon import FakeAyonControl
+    from ..testing.fake_ftrack import FakeFtrackServer
 
     api_key = AYON_KEY_PREFIX + secrets.token_hex(24)  # never printed, never in a job file or an argument
     work = folder / "work"
     server = con = None
     farm_dir = folder / "farm"
+    ftrack = FakeFtrackServer(folder / "ftrack", api_user="demo", api_key="demo-api-key")
     try:
         server, url = start_ayon_server(folder / "ayon", api_key)
         roots = {"work": {"linux": str(work), "darwin": str(work), "windows": "P:/work"}}
@@ -337,12 +356,16 @@ def ayon_story(folder: Path, uri: str, started_store: bool) -> int:
         print(f"  local AYON server (python -m atomic_publish.testing.fake_ayon, pid {server.pid}) at {url}, "
               f"data in {folder / 'ayon'}; project {AYON_PROJECT!r} seeded with its anatomy roots, "
               f"folder {AYON_FOLDER} and task {AYON_TASK!r}")
+        ftrack.start()
+        ftrack.seed_context(AYON_PROJECT, AYON_FOLDER.rsplit("/", 1)[1], AYON_TASK)
+        print(f"  local ftrack server (atomic_publish.testing.fake_ftrack) at {ftrack.url}, shot sh010 and task "
+              f"{AYON_TASK!r} seeded")
         metadata = make_ayon_render(work)
         settings = work / "pipeline" / "atomic_publish.json"  # the studio settings, on the project share
         settings.parent.mkdir(parents=True, exist_ok=True)
         settings.write_text(json.dumps({"roots": roots, "publish_template": AYON_TEMPLATE,
                                         "project_codes": {AYON_PROJECT: AYON_CODE}, "catalog": "ayon",
-                                        "ayon_server_url": url}, indent=1))
+                                        "ayon_server_url": url, "integrations": FTRACK_INTEGRATIONS}, indent=1))
         rootless = "{root[work]}/" + str(metadata.relative_to(work))
         print(f"  synthetic render: {len(AYON_AOVS)} AOVs ({', '.join(AYON_AOVS)}) of 24 EXR frames in "
               f"{metadata.parent}\n  metadata as ayon-deadline writes it: {rootless}\n  studio settings: {settings}")
@@ -354,8 +377,8 @@ def ayon_story(folder: Path, uri: str, started_store: bool) -> int:
         write_key_value_file(plugin_info_path, plugin_info)
         print(f"  job files: ayon-deadline's publish job with Plugin=AtomicPublish (was Ayon), nothing else "
               f"changed: {job_info_path} and {plugin_info_path}")
-        print("  ftrack: not in this story. The core refuses integrations for a publish of several products (one "
-              "metadata JSON with several AOVs); `atomic-publish demo` (--catalog openpype) shows ftrack")
+        print("  ftrack: a gate integration in the studio settings, for every product: one AssetVersion per "
+              "product, created unpublished before the commit and published after it")
         offline = folder / "offline" / "work"
         worker_env = {
             "worker-1": {"ATOMIC_PUBLISH_FARM_PATH_MAPPING": f"{work}=>{offline}"},
@@ -363,18 +386,22 @@ def ayon_story(folder: Path, uri: str, started_store: bool) -> int:
             "worker-3": {"ATOMIC_PUBLISH_FARM_WORKER_DELAY": "2"},
         }
         print("  farm: 3 workers, plugin configuration Catalog=ayon, AyonServerUrl, AyonApiKey (a random key, "
-              "handed to each task in a 0600 secrets file), SettingsFile; worker-1 maps the project share (the "
+              "handed to each task in a 0600 secrets file), SettingsFile, FtrackServer/FtrackApiUser/FtrackApiKey; "
+              "worker-1 maps the project share (the "
               "publish root and the studio settings) to a mount that does not exist, worker-2 and worker-3 come "
               "online 2 s later\n")
         try:
             result = run_farm(job_info_path, plugin_info_path, workers=3, store_uri=uri, worker_env=worker_env,
                               farm_dir=farm_dir, timeout=300,
                               plugin_config={"SettingsFile": str(settings), "Catalog": "ayon",
-                                             "AyonServerUrl": url, "AyonApiKey": api_key})
-        finally:  # the farm is stopped: its plugin configuration keeps everything but the key
+                                             "AyonServerUrl": url, "AyonApiKey": api_key,
+                                             "FtrackServer": ftrack.url, "FtrackApiUser": "demo",
+                                             "FtrackApiKey": "demo-api-key"})
+        finally:  # the farm is stopped: its plugin configuration keeps everything but the keys
             if (farm_dir / "AtomicPublish.config").is_file():
                 config = read_config(farm_dir)
                 config.pop("AyonApiKey", None)
+                config.pop("FtrackApiKey", None)
                 write_config(farm_dir, config)
         for report in result.error_reports:
             print(f"  error report from {report['worker']}:\n    {report['message']}\n")
@@ -407,13 +434,22 @@ def ayon_story(folder: Path, uri: str, started_store: bool) -> int:
             ok = ok and on_disk == ["v001"] and [(v["version"], v["key"], v["active"]) for v in entry["versions"]] \
                 == [(1, key, True)] and [(r["name"], len(r["files"]), r["intact"])
                                           for r in entry["versions"][0]["representations"]] == [("exr", 24, True)]
+        published_in_ftrack = ftrack_holdings(ftrack)
+        print(f"  ftrack: {sum(len(v) for v in published_in_ftrack.values())} AssetVersion(s)")
+        for product in (f"renderMain_{aov}" for aov in AYON_AOVS):
+            versions = published_in_ftrack.get(product, [])
+            print(f"    asset {product}: " + (", ".join(f"version {v['version']} is_published={v['is_published']} "
+                                                          f"({v['components']} component)" for v in versions)
+                                               or "no AssetVersion"))
+            ok = ok and [(v["version"], v["is_published"]) for v in versions] == [(1, True)]
         ok = ok and rec.get("state") == "PUBLISHED"
-        print(f"\nexactly one version of each of the {len(AYON_AOVS)} products published (on disk and in AYON, "
-              "in one batch); the worker that could not reach the project share was deny-listed" if ok
+        print(f"\nexactly one version of each of the {len(AYON_AOVS)} products published (on disk, in AYON, "
+              "in one batch, and in ftrack); the worker that could not reach the project share was deny-listed" if ok
               else "\nUNEXPECTED outcome: see the farm folder " + result.farm_dir)
         print(ayon_inspect_commands(result.job_id, folder, settings, url, started_store, uri))
         return 0 if ok else 1
     finally:
         if con is not None:
             con.close_session()
+        ftrack.stop()
         stop_process(server)
