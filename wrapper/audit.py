@@ -14,6 +14,7 @@ from typing import Any
 
 from ..idempotency import records as R
 from ..idempotency.keys import short_hash
+from .audit_hero import check_heroes, hero_link_change
 from .commit import MARKER, read_marker
 from .folders import STAGING_RE, KnownFolders, same_folder
 
@@ -79,6 +80,7 @@ class Auditor:
         self.check_records()
         self.check_version_numbers()
         self.check_reservations()
+        check_heroes(self)  # invariant 11: wrapper/audit_hero.py
         for root in self.roots:
             self.walk(root)
         return self.report
@@ -170,7 +172,8 @@ class Auditor:
                                         "restore it from backup; published files must never change")
                         continue
                     if committed_ns and max(st.st_mtime_ns, st.st_ctime_ns) > committed_ns \
-                            and not self._render_unlinked(key, f, st, committed_ns):
+                            and not self._render_unlinked(key, f, st, committed_ns) \
+                            and not hero_link_change(self, view, f, st, committed_ns):
                         self.report.add(5, key, f"published file {path} was changed after the commit (its "
                                                 "change time is later than the commit's, even if its size and "
                                                 "modification date were kept)",
@@ -366,6 +369,10 @@ class Auditor:
                                 "keep the one whose folder and record match, delete the others")
 
     def check_reservations(self) -> None:
+        for index in self.store.missing_indexes():  # the unique one is what keeps numbers exactly-once
+            self.report.add(1, None, f"index {index} of the state store is missing (dropped by hand, or a restore "
+                            "that skipped indexes); publishes do not recreate it",
+                            "recreate it: `atomic-publish store reindex` (it writes nothing else)")
         for res in self.store.reservations.col.find({}):
             self.report.checked["reservations"] += 1
             rec = self.store.records.col.find_one({"_id": res["key"]}, projection={"state": 1})

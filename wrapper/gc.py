@@ -25,6 +25,7 @@ from ..idempotency import records as R
 from ..idempotency.records import lease_is_live, utcnow
 from .commit import read_marker
 from .folders import STAGING_RE, KnownFolders, same_folder
+from .gc_hero import collect_heroes
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -92,6 +93,7 @@ class Collector:
                 self.known.add(view.get("final_dir"))
             self.record(rec)
         self.orphan_reservations()
+        collect_heroes(self)  # leftovers of interrupted hero moves: wrapper/gc_hero.py
         for root in roots:
             self.walk(root)
         return self.done

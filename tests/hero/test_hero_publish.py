@@ -45,3 +45,16 @@ def test_hero_off_by_default(env, store, render):
     publish_version(render, env, "j1")
     assert not hero_folder(render).exists()
     assert store.catalog.project("demo").count_documents({"type": "hero_version"}) == 0
+
+
+def test_audit_is_clean_after_heroes_moved(env, store, render):
+    import json
+
+    from helpers import run_cli
+
+    env = hero_env(env)
+    for job in ("j1", "j2", "j3"):
+        publish_version(render, env, job)
+    proc = run_cli(["audit", "--root", str(render.publish_root), "--json"], env)
+    report = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+    assert proc.returncode == 0 and report["ok"], report

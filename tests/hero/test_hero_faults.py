@@ -1,0 +1,166 @@
+"""Hero versions under faults, with real processes: SIGKILL at every hero step then a retry,
+two publishes committing out of order, a rollback, and audit's hero invariant (issue 14)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from atomic_publish.wrapper import failpoints
+from helpers import CLI, publish, run_cli
+from hero_helpers import hero_env, hero_folder, hero_state, publish_version, version_files
+
+HERO_POINTS = [p for p in failpoints.POINTS if p.startswith("hero.")]
+
+
+def audit(env: dict, render) -> dict:
+    proc = run_cli(["audit", "--root", str(render.publish_root), "--json"], env)
+    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def assert_hero_is(store, render, number: int) -> None:
+    """Disk, catalogue and store agree on ``number``, and nothing is left beside the hero folder."""
+    on_disk, files = hero_state(hero_folder(render))
+    assert on_disk == number and files == version_files(render, number)
+    hero = store.catalog.hero_of(_subject())
+    assert hero is not None and hero.number == number
+    assert sorted(f.rootless.rsplit("/", 1)[-1] for f in hero.files) == sorted(files)
+    doc = store.heroes.get("demo", "sh010", "renderCompMain")
+    assert (doc["version"], doc["holder"]) == (number, None)
+    assert not [p.name for p in hero_folder(render).parent.iterdir() if ".hero-" in p.name]
+
+
+def _subject():
+    from atomic_publish.wrapper.catalogs.base import Subject
+
+    return Subject("demo", "dm", "sh010", "shots/sq01", "renderCompMain", "render", "comp")
+
+
+def test_every_hero_step_has_a_failpoint():
+    assert HERO_POINTS == ["hero.claimed", "hero.staged", "hero.swapped", "hero.catalog", "hero.done"]
+
+
+@pytest.mark.parametrize("point", HERO_POINTS)
+def test_sigkill_at_a_hero_step_then_retry_leaves_a_consistent_hero(env, store, render, point):
+    env = hero_env(env)
+    publish_version(render, env, "j1")
+    for f in render.frames:
+        f.write_bytes(os.urandom(4096))
+    manifest = render.write_manifest("manifest-j2.json", comment="second")
+    proc = run_cli(["run", "--manifest", str(manifest), "--job-id", "j2", "--task-id", "0", "--worker", "w1",
+                    "--json"], {**env, "ATOMIC_PUBLISH_FAILPOINTS": f"{point}=kill"})
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    rec = store.records.get("deadline10:j2:0")
+    assert rec["state"] == "COMMITTING"  # the hero step is inside the commit: the retry rolls it forward
+    # what a reader sees meanwhile: the previous hero complete, or the new one complete
+    number, files = hero_state(hero_folder(render))
+    assert (number, files) in ((1, version_files(render, 1)), (2, version_files(render, 2)))
+    retry, out = publish(manifest, env, "j2")
+    assert retry.returncode == 0 and out["version"] == 2, retry.stdout + retry.stderr
+    assert_hero_is(store, render, 2)
+    report = audit(env, render)
+    assert report["ok"], report["violations"]
+
+
+def test_gc_finishes_what_a_killed_move_left_beside_the_hero(env, store, render):
+    """A move killed after the build leaves a swap folder; once the publish is finished by another
+    route (here: the retry is killed again, the hold expires) gc removes the leftover, never the hero."""
+    env = hero_env(env)
+    publish_version(render, env, "j1")
+    manifest = render.write_manifest("manifest-j2.json", comment="second")
+    killed = run_cli(["run", "--manifest", str(manifest), "--job-id", "j2", "--task-id", "0", "--worker", "w1",
+                      "--lease-seconds", "2"], {**env, "ATOMIC_PUBLISH_FAILPOINTS": "hero.staged=kill"})
+    assert killed.returncode == -9
+    left = [p for p in hero_folder(render).parent.iterdir() if ".hero-swap-" in p.name]
+    assert len(left) == 1
+    time.sleep(2.5)  # the hold and the lease expired
+    proc = run_cli(["gc", "--older-than", "0s"], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not [p for p in hero_folder(render).parent.iterdir() if ".hero-" in p.name], proc.stdout
+    assert hero_state(hero_folder(render))[0] == 1  # the hero in place is untouched
+    retry, out = publish(manifest, env, "j2")
+    assert retry.returncode == 0
+    assert_hero_is(store, render, 2)
+
+
+def test_two_publishes_committing_out_of_order_end_with_the_higher_hero(env, store, render):
+    env = hero_env(env)
+    for job in ("j1", "j2", "j3"):
+        publish_version(render, env, job)
+    # v4 is reserved and staged first, and dies at the point of no return (COMMITTING, no hero yet)
+    m4 = render.write_manifest("manifest-j4.json", comment="four")
+    first = run_cli(["run", "--manifest", str(m4), "--job-id", "j4", "--task-id", "0", "--worker", "w1"],
+                    {**env, "ATOMIC_PUBLISH_FAILPOINTS": "commit.begin=kill"})
+    assert first.returncode == -9
+    out5 = publish_version(render, env, "j5")
+    assert out5["version"] == 5
+    assert_hero_is(store, render, 5)
+    retry, out4 = publish(m4, env, "j4")  # v4 commits after v5
+    assert retry.returncode == 0 and out4["version"] == 4
+    assert_hero_is(store, render, 5)
+    rec = store.records.get("deadline10:j4:0")
+    assert rec["hero"]["state"] == "newer" and rec["hero"]["hero_version"] == 5
+    assert audit(env, render)["ok"]
+
+
+def test_a_hold_of_a_lower_version_is_waited_for_then_the_higher_wins(env, store, render):
+    """v2 hangs inside its hero move holding the product's hero; v3 waits for the hold (it expires
+    with the hung attempt's lease) and becomes the hero; v2's retry leaves it at v3."""
+    env = hero_env(env)
+    publish_version(render, env, "a")
+    m2 = render.write_manifest("manifest-b.json", comment="b")
+    hung = subprocess.Popen([*CLI, "run", "--manifest", str(m2), "--job-id", "b", "--task-id", "0", "--worker", "w1",
+                             "--lease-seconds", "3"], env={**env, "ATOMIC_PUBLISH_FAILPOINTS": "hero.staged=hang"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in hung.stdout:
+            if "failpoint hero.staged: hang" in line:
+                break
+        doc = store.heroes.get("demo", "sh010", "renderCompMain")
+        assert doc["holder"]["target"] == 2
+        out3 = publish_version(render, env, "c")
+        assert out3["version"] == 3
+        assert_hero_is(store, render, 3)
+    finally:
+        hung.kill()
+        hung.wait(timeout=30)
+    time.sleep(3.5)
+    retry, out2 = publish(m2, env, "b")
+    assert retry.returncode == 0 and out2["version"] == 2
+    assert_hero_is(store, render, 3)
+    assert audit(env, render)["ok"]
+
+
+def test_a_rolled_back_publish_leaves_the_hero_where_it_was(env, store, render):
+    env = hero_env(env)
+    publish_version(render, env, "j5")
+    m6 = render.write_manifest("manifest-j6.json", comment="six")
+    staged = run_cli(["run", "--manifest", str(m6), "--job-id", "j6", "--task-id", "0", "--worker", "w1",
+                      "--lease-seconds", "2"], {**env, "ATOMIC_PUBLISH_FAILPOINTS": "staged=kill"})
+    assert staged.returncode == -9
+    time.sleep(2.5)
+    proc = run_cli(["abandon", "--job-id", "j6", "--reason", "the farm job was deleted", "--json"], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert store.records.get("deadline10:j6:0")["state"] == "ROLLED_BACK"
+    assert_hero_is(store, render, 1)
+    assert audit(env, render)["ok"]
+
+
+def test_audit_reports_a_damaged_hero(env, store, render):
+    env = hero_env(env)
+    publish_version(render, env, "j1")
+    publish_version(render, env, "j2")
+    assert audit(env, render)["ok"]
+    hero = hero_folder(render)
+    victim = sorted(p for p in hero.iterdir() if p.suffix == ".exr")[0]
+    victim.unlink()
+    victim.write_bytes(b"not the published frame")  # same name, another file: a mix of two contents
+    details = [v["detail"] for v in audit(env, render)["violations"] if v["invariant"] == 11]
+    assert any("differs from v002" in d for d in details), details
+    # the catalogue's entry pointing elsewhere than the folder
+    store.catalog.project("demo").update_one({"type": "hero_version"}, {"$set": {"data.atomic_publish.version": 1}})
+    details = [v["detail"] for v in audit(env, render)["violations"] if v["invariant"] == 11]
+    assert any("points at v001" in d for d in details), details
