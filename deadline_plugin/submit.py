@@ -302,9 +302,10 @@ def _main_metadata(args: argparse.Namespace) -> int:
             raise SubmitError("give a manifest, or --metadata PATH")
         if args.manifest is not None:
             raise SubmitError("give a manifest or --metadata, not both")
-        if getattr(args, "format", "deadline") == "openjd":
-            raise SubmitError("--format openjd does not take --metadata yet; submit a manifest, or a Deadline 10 job")
-        if getattr(args, "store", "") or getattr(args, "executable", "atomic-publish") != "atomic-publish":
+        openjd = getattr(args, "format", "deadline") == "openjd"
+        if openjd:
+            _check_openjd_options(args)
+        elif getattr(args, "store", "") or getattr(args, "executable", "atomic-publish") != "atomic-publish":
             raise SubmitError("--store and --executable are for --format openjd; for Deadline 10 configure the "
                               "plugin's StoreUri and AtomicPublishExecutable (docs/deadline.md)")
         publish = validate_metadata(args.metadata, getattr(args, "project", None))
@@ -314,6 +315,8 @@ def _main_metadata(args: argparse.Namespace) -> int:
             print(f"atomic-publish submit: warning: {len(missing)} source file(s) do not exist on this machine "
                   f"yet (first: {missing[0]}); the job is written anyway, and each worker checks them when the "
                   "task runs", file=sys.stderr)
+        if openjd:
+            return _main_openjd_metadata(args, publish)
         files = write_metadata_job_files(publish, args.out, args.name, args.priority, args.pool, args.group,
                                          resolve_store_id(getattr(args, "store_id", "auto")))
         print(f"job info:    {files.job_info}")
@@ -328,14 +331,35 @@ def _main_metadata(args: argparse.Namespace) -> int:
     return 0
 
 
-def _main_openjd(args: argparse.Namespace) -> int:
-    from .openjd import TemplateError, write_template
-
+def _check_openjd_options(args: argparse.Namespace) -> None:
+    """Deadline 10 options have no meaning in an OpenJD template: refuse them rather than drop them."""
     unused = [opt for opt, value in (("--deadline-command", args.deadline_command), ("--pool", args.pool),
                                       ("--group", args.group)) if value]
     if unused:
         raise SubmitError(f"{', '.join(unused)}: Deadline 10 options, not used with --format openjd; "
                           "submit the template with `deadline bundle submit DIR` (see docs/deadline-cloud.md)")
+
+
+def _main_openjd_metadata(args: argparse.Namespace, publish) -> int:
+    """`submit --format openjd --metadata PATH`: a template whose Metadata parameter names the copy."""
+    from .openjd import TemplateError, write_metadata_template
+
+    try:
+        template, metadata = write_metadata_template(publish, args.out, args.name or metadata_job_name(publish),
+                                                     args.store, args.executable)
+    except TemplateError as error:  # a password in --store: nothing was written
+        raise SubmitError(str(error)) from None
+    print(f"job template: {template}")
+    print(f"metadata:     {metadata} ({len(publish.products)} product(s): "
+          f"{', '.join(m.subset for m in publish.products)}; project {publish.project})")
+    print(f"submit with:  deadline bundle submit {template.parent}")
+    return 0
+
+
+def _main_openjd(args: argparse.Namespace) -> int:
+    from .openjd import TemplateError, write_template
+
+    _check_openjd_options(args)
     try:
         template, manifest = write_template(args.manifest, args.out, args.name, args.store, args.executable)
     except TemplateError as error:

@@ -226,3 +226,59 @@ def test_store_uri_from_a_queue_environment_never_reaches_the_log(render, env, s
     assert result_line(proc.stdout).startswith("published exit=0"), proc.stdout
     assert store.records.get(openjd_key(job_id, "Publish", {}))["state"] == "PUBLISHED"
     assert uri not in proc.stdout + proc.stderr
+
+
+def test_submit_openjd_metadata_template_publishes_every_product_once(env, store, tmp_path, job_id):
+    """`submit --format openjd --metadata`: like the Deadline 10 job's MetadataFile, the template runs
+    `run --metadata`; the project reaches the wrapper through the template's job environment (the worker's
+    environment has only the studio settings), and `openjd run` publishes the three AOVs under one key."""
+    from test_metadata import AyonRender
+
+    ayon = AyonRender(tmp_path / "show", aovs=("beauty", "Z", "N"))
+    metadata = ayon.write()
+    worker_env = {k: v for k, v in env.items() if not k.startswith(("AYON_", "AVALON_"))}
+    worker_env["ATOMIC_PUBLISH_SETTINGS"] = str(ayon.settings)
+    out = tmp_path / "job"
+    proc = run_cli(["submit", "--metadata", str(metadata), "--project", "demo", "--out", str(out),
+                    "--format", "openjd"], worker_env, check=True)
+    assert "3 product(s): renderMain_beauty, renderMain_Z, renderMain_N; project demo" in proc.stdout, proc.stdout
+    template = out / "template.json"
+    data = json.loads(template.read_text())
+    params = {p["name"]: p for p in data["parameterDefinitions"]}
+    assert sorted(params) == ["AtomicPublishExecutable", "JobId", "Metadata", "Project", "Store"]
+    assert params["Metadata"]["default"] == "renderMain_metadata.json" and params["Project"]["default"] == "demo"
+    assert json.loads((out / "renderMain_metadata.json").read_text()) == json.loads(metadata.read_text())
+    assert data["jobEnvironments"] == [{"name": "AtomicPublishProject",
+                                        "variables": {"AYON_PROJECT_NAME": "{{Param.Project}}"}}]
+    args = data["steps"][0]["script"]["actions"]["onRun"]["args"]
+    assert args[:2] == ["run", "--metadata={{Param.Metadata}}"] and "--openjd-step=Publish" in args
+    assert data["name"] == "publish demo/shots/sq01/sh010/renderMain_beauty (+2 more)"
+    check = subprocess.run([str(OPENJD), "check", str(template)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    key = openjd_key(job_id, "Publish", {})
+    first = openjd_run(template, worker_env, job_id)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert result_line(first.stdout).startswith("published exit=0"), first.stdout
+    record = store.records.get(key)
+    assert record["state"] == "PUBLISHED" and len(record["extra_products"]) == 2
+    versions = sorted((d["data"]["atomic_publish"]["product"], d["name"])
+                      for d in store.catalog.project("demo").find({"type": "version"}))
+    assert versions == [("renderMain_N", 1), ("renderMain_Z", 1), ("renderMain_beauty", 1)]
+    for aov in ("beauty", "Z", "N"):
+        assert sorted(os.listdir(ayon.publish_dir / "render" / f"renderMain_{aov}")) == ["v001"]
+
+    before = snapshot(ayon.publish_dir)
+    second = openjd_run(template, worker_env, job_id)  # a retry of the task: the same publish, nothing new
+    assert result_line(second.stdout).startswith("already-published exit=0"), second.stdout
+    assert snapshot(ayon.publish_dir) == before
+    assert store.catalog.project("demo").count_documents({"type": "version"}) == 3
+
+    # the Deadline 10 options still have no meaning here, and a password never goes into a parameter
+    refused = run_cli(["submit", "--metadata", str(metadata), "--project", "demo", "--out", str(tmp_path / "x"),
+                       "--format", "openjd", "--pool", "publish"], worker_env)
+    assert refused.returncode == 1 and "--pool: Deadline 10 options" in refused.stderr
+    refused = run_cli(["submit", "--metadata", str(metadata), "--project", "demo", "--out", str(tmp_path / "y"),
+                       "--format", "openjd", "--store", "mongodb://u:s3cr3t@db:27017/"], worker_env)
+    assert refused.returncode == 1 and "password" in refused.stderr and "s3cr3t" not in refused.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
