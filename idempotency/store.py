@@ -17,6 +17,8 @@ from .staged import StagedFiles
 
 STATE_DATABASE = "atomic_publish"
 RECORDS_INDEXES = {"job_id_1_task_id_1", "state_1", "by_key_hash"}  # what Records.ensure_indexes creates
+RESERVATIONS_INDEXES = {"one_key_per_version", "by_key"}  # the unique index makes numbers exactly-once
+INDEXES = 1  # the generation of indexes: bump it with a new index, so that every store creates it once
 
 
 class Store:
@@ -47,20 +49,45 @@ class Store:
         self.catalog = catalog
 
     def ensure_indexes(self) -> None:
-        """Create the indexes unless they exist: one round trip on every attempt after the first.
+        """Create the indexes unless this store has them: one read on every attempt after the first.
 
-        The records' indexes are created last, so records holding all of theirs (``by_key_hash``
-        is created only by this version) means the reservations' unique index and the staged
-        files' index exist too: one ``listIndexes`` instead of three."""
-        try:
-            names = {i["name"] for i in self.records.col.list_indexes()}
-        except Exception:
-            names = set()
-        if RECORDS_INDEXES <= names:
+        The store's meta document (the one holding its id) records which generation of indexes
+        was made (``INDEXES``), so the read that tells it also gives the store id the staging
+        markers carry: no ``listIndexes`` and no separate id read. A store made by an older
+        version, without the field, gets every index created (each an idempotent
+        ``createIndexes``) and the field set. ``audit`` checks that the indexes really exist."""
+        doc = self.meta.find_one({"_id": "store"}) or {}
+        if doc.get("store_id"):
+            self._store_id = doc["store_id"]
+        if int(doc.get("indexes") or 0) >= INDEXES:
             return
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Create every index (idempotent) and note their generation in the meta document."""
         self.reservations.ensure_indexes()
         self.staged.ensure_indexes()
-        self.records.ensure_indexes()  # last: the marker that the others exist
+        self.records.ensure_indexes()
+        for _ in range(2):  # two first publishes of a new store: the second upsert matches the first's
+            try:
+                self.meta.update_one({"_id": "store"}, {"$max": {"indexes": INDEXES},
+                                                        "$setOnInsert": {"store_id": uuid.uuid4().hex,
+                                                                         "created_at": utcnow()}}, upsert=True)
+                break
+            except DuplicateKeyError:
+                continue
+
+    def missing_indexes(self) -> list[str]:
+        """The indexes this version creates that the store does not have (``audit`` reports them):
+        dropped by hand, or lost in a restore that skipped indexes. A store nobody published into
+        yet misses nothing: the first publish makes them."""
+        if self.records.col.find_one({}, projection={"_id": 1}) is None:
+            return []
+        names = {i["name"] for i in self.records.col.list_indexes()}
+        missing = [f"records.{n}" for n in sorted(RECORDS_INDEXES - names)]
+        reservation_names = {i["name"] for i in self.reservations.col.list_indexes()}
+        missing += [f"reservations.{n}" for n in sorted(RESERVATIONS_INDEXES - reservation_names)]
+        return missing
 
     def supports_transactions(self) -> bool:
         """Replica sets and SecantusDB commit multi-document transactions; a standalone mongod does not."""

@@ -110,3 +110,33 @@ def test_gc_releases_reservations_of_rolled_back_keys(render, env, store):
     run_cli(["gc", "--older-than", "0s"], env, check=True)
     assert store.reservations.col.find_one({"key": "deadline10:ghost:0"}) is None
     assert store.reservations.col.find_one({"key": "deadline10:jobA:0"})["state"] == "committed"
+
+
+def test_a_dropped_unique_index_is_reported_and_reindex_makes_it(render, env, store):
+    """Publishes read the indexes' generation from the store's meta document instead of listing
+    them (issue 18), so an index dropped by hand is not recreated by a publish: audit names it and
+    `atomic-publish store reindex` makes it again."""
+    publish(render.write_manifest(), env, "jobA")
+    assert store.meta.find_one({"_id": "store"})["indexes"] >= 1
+    store.reservations.col.drop_index("one_key_per_version")
+    publish(render.write_manifest("b.json", comment="b"), env, "jobB")
+    assert "one_key_per_version" not in {i["name"] for i in store.reservations.col.list_indexes()}
+    code, out = audit(env, render)
+    assert code == 1
+    assert [(v["invariant"], v["key"]) for v in out["violations"]] == [(1, None)]
+    assert "index reservations.one_key_per_version of the state store is missing" in out["violations"][0]["detail"]
+    assert "atomic-publish store reindex" in out["violations"][0]["todo"]
+    proc = run_cli(["store", "reindex"], env, check=True)
+    assert "none missing" in proc.stdout
+    code, out = audit(env, render)
+    assert (code, out["violations"]) == (0, [])
+
+
+def test_a_store_made_by_an_older_version_gets_its_indexes_once(render, env, store):
+    """A meta document without the indexes' generation (a store made before it existed): the
+    next publish creates every index and notes the generation, keeping the store's id."""
+    store.meta.insert_one({"_id": "store", "store_id": "older-store-id"})
+    publish(render.write_manifest(), env, "jobA")
+    doc = store.meta.find_one({"_id": "store"})
+    assert doc["store_id"] == "older-store-id" and doc["indexes"] >= 1
+    assert "one_key_per_version" in {i["name"] for i in store.reservations.col.list_indexes()}

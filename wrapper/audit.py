@@ -369,6 +369,10 @@ class Auditor:
                                 "keep the one whose folder and record match, delete the others")
 
     def check_reservations(self) -> None:
+        for index in self.store.missing_indexes():  # the unique one is what keeps numbers exactly-once
+            self.report.add(1, None, f"index {index} of the state store is missing (dropped by hand, or a restore "
+                            "that skipped indexes); publishes do not recreate it",
+                            "recreate it: `atomic-publish store reindex` (it writes nothing else)")
         for res in self.store.reservations.col.find({}):
             self.report.checked["reservations"] += 1
             rec = self.store.records.col.find_one({"_id": res["key"]}, projection={"state": 1})

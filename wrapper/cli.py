@@ -155,14 +155,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_store(args: argparse.Namespace) -> int:
     from ..idempotency import embedded
 
-    if args.action == "id":
+    if args.action in ("id", "reindex"):
         from .cliutil import open_store_for
 
-        store = open_store_for("store id", args.store)
+        store = open_store_for(f"store {args.action}", args.store)
         if store is None:
             return 2
         try:
-            print(store.store_id(create=True))
+            if args.action == "id":
+                print(store.store_id(create=True))
+            else:
+                store.reindex()
+                print("indexes made: " + ("none missing" if not store.missing_indexes() else
+                                          ", ".join(store.missing_indexes()) + " still missing"))
         finally:
             store.close()
         return 0
@@ -297,10 +302,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_status)
 
     p = _add_command(sub, "store", HELP["store"])
-    p.add_argument("action", choices=["start", "stop", "status", "id"],
-                   help="start the embedded store (in the background), stop it, say whether it runs, or print "
-                        "the id of the store (--store, or the environment's; a job's StoreId)")
-    add_store_options(p, "with `id`: the store whose id to print (never started by this command)")
+    p.add_argument("action", choices=["start", "stop", "status", "id", "reindex"],
+                   help="start the embedded store (in the background), stop it, say whether it runs, print "
+                        "the id of the store (--store, or the environment's; a job's StoreId), or create its "
+                        "indexes again (what `audit` asks for when one is missing)")
+    add_store_options(p, "with `id` or `reindex`: the store to use (never started by this command)")
     p.set_defaults(func=_cmd_store)
 
     p = _add_command(sub, "failpoints", HELP["failpoints"])

@@ -410,6 +410,7 @@ class Attempt:
     def _reserve_number(self, i: int = 0) -> int:
         """Reserve product ``i``'s version number (its own earlier reservation if it has one)."""
         m, cat = self.products[i], self.store.catalog
+        floor: list[int] = []  # the catalogue's highest number, read by this reservation
 
         def taken_by(number: int) -> str | None:
             final = version_dir(m, number)
@@ -419,6 +420,10 @@ class Attempt:
                     progress.info(f"warning: version folder {final} exists and belongs to {owner}; "
                                   "skipping that number (run `atomic-publish audit`)")
                 return f"folder {final} belongs to {owner}"
+            if floor and number > floor[0]:
+                # above the highest the catalogue had a moment ago: no version holds it (one round trip
+                # less; one created since is caught by the re-check before COMMITTING)
+                return None
             holder = cat.version_holder(subject_of(m), number)
             if holder is not None and holder != self.key:
                 return f"a version document made by {holder or 'a publish outside atomic-publish'}"
@@ -443,9 +448,10 @@ class Attempt:
             # renumbering, looks: the first try may have reserved before its answer was lost)
             known_absent = self.epoch == 1 and i not in self._reserve_tried
             self._reserve_tried.add(i)
+            floor[:] = [cat.highest_version(subject_of(m))]
             return self.store.reservations.reserve(
                 self.key, m.project_name, m.asset, m.subset, m.version,
-                cat.highest_version(subject_of(m)), taken_by, insert, known_absent)
+                floor[0], taken_by, insert, known_absent)
 
         return self._r("reserve a version number", reserve)
 

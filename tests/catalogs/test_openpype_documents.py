@@ -70,3 +70,28 @@ def test_a_second_product_of_one_publish_gets_its_own_ids():
     assert v1["_id"] != v2["_id"] and {r["_id"] for r in r1}.isdisjoint(r["_id"] for r in r2)
     assert v2["_id"] == object_id("version", golden.KEY, "renderMain")
     assert v2["data"]["atomic_publish"] == {**v1["data"]["atomic_publish"], "product": "renderMain"}
+
+
+def test_a_subset_removed_after_the_reservation_is_made_again(mongo_uri):
+    """The parents found at reservation time are remembered (issue 18: fewer round trips); the
+    insert's single query also checks that the subset is still there, and a subset removed since
+    (the rollback of the publish that created it) is created again, never left missing under the
+    new version."""
+    manifest, record, plan = golden.inputs()
+    entry = entry_from_manifest(manifest, golden.KEY, record, plan, golden.FINAL_DIR)
+    client = pymongo.MongoClient(mongo_uri, tz_aware=True)
+    setup = OpenPypeCatalog(client, "avalon_removed_" + golden.KEY.split(":")[1][:8])
+    try:
+        client.drop_database(setup.db.name)
+        _, subset_doc = parent_documents_of(entry.subject)
+        parents, _ = parent_documents_of(entry.subject)
+        setup.project("demo").insert_many([*parents, subset_doc])
+        catalog = OpenPypeCatalog(client, setup.db.name)
+        assert catalog.highest_version(entry.subject) == 0  # the reservation: asset and subset found
+        setup.project("demo").delete_one({"_id": subset_doc["_id"]})
+        assert catalog.publish([entry]) == 4  # the subset again, the version, 2 representations
+        col = setup.project("demo")
+        version = col.find_one({"type": "version"})
+        assert col.find_one({"_id": version["parent"], "type": "subset"}) is not None
+    finally:
+        client.drop_database(setup.db.name)

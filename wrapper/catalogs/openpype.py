@@ -143,6 +143,10 @@ class OpenPypeCatalog(Catalog):
         self.client = client
         self.db = client[database or os.environ.get("ATOMIC_PUBLISH_DATABASE", DEFAULT_DATABASE)]
         self._indexed: set[str] = set()
+        # (project, asset, subset) -> (asset, subset) documents found: the parents of a product do not
+        # change during a publish, so the reservation and the re-check before COMMITTING look them up
+        # once. Only found ones are kept; the transaction that inserts reads them again.
+        self._found: dict[tuple[str, str, str], tuple[dict, dict]] = {}
 
     @classmethod
     def from_environment(cls, *, client=None, database: str | None = None,
@@ -169,15 +173,25 @@ class OpenPypeCatalog(Catalog):
 
     @_mapped("reach the OpenPype database")
     def _check_environment(self, projects: tuple[str, ...]) -> None:
-        # a missing project is no error here: its documents are created with the first publish,
-        # as atomic-publish always did for OpenPype
-        self.client.admin.command("ping")
+        """A ping only where the client has not reached the server yet: in a publish the catalogue
+        shares the state store's client, which has answered by then (its hello, the record read),
+        with the same credentials, and its monitor keeps checking it. A missing project is no
+        error: its documents are created with the first publish, as atomic-publish always did."""
+        if not self.client.topology_description.has_readable_server():
+            self.client.admin.command("ping")
 
     def _parents(self, subject: Subject, session=None) -> tuple[dict | None, dict | None]:
+        """The asset and subset documents, matched by name (None where missing). Outside a
+        transaction a found pair is remembered for the rest of the publish."""
+        ident = _ident(subject)
+        if session is None and ident in self._found:
+            return self._found[ident]
         col = self.project(subject.project_name)
         asset = col.find_one({"type": "asset", "name": subject.asset}, session=session)
         subset = col.find_one({"type": "subset", "name": subject.subset, "parent": asset["_id"]},
                               session=session) if asset else None
+        if asset is not None and subset is not None:
+            self._found[ident] = (asset, subset)
         return asset, subset
 
     @_mapped("look up a subset")
@@ -252,8 +266,12 @@ class OpenPypeCatalog(Catalog):
 
     @_mapped("insert the documents")
     def _write(self, entries: list[VersionEntry]) -> int:
-        for project in {e.subject.project_name for e in entries}:
-            self.ensure_project_index(project)  # outside the transaction: index builds are not transactional
+        for project in {e.subject.project_name for e in entries if _ident(e.subject) not in self._found}:
+            # a product whose subset was not found when it reserved: atomic-publish may create parents
+            # in this project, and its version lookups need the index from now on (outside the
+            # transaction: index builds are not transactional). An existing subset's project has it
+            # since atomic-publish's first subset there, or OpenPype's own lookups by name serve.
+            self.ensure_project_index(project)
         if self.supports_transactions():
             with self.client.start_session() as session:
                 return session.with_transaction(lambda s: self._insert(entries, s))
@@ -267,44 +285,77 @@ class OpenPypeCatalog(Catalog):
         for entry in entries:
             s = entry.subject
             col = self.project(s.project_name)
-            parents, subset_doc = parent_documents_of(s)
-            asset, subset = self._parents(s, session)
-            if asset is None:
-                for doc in parents:
-                    if col.find_one({"type": doc["type"], "name": doc["name"]}, session=session,
-                                    projection={"_id": 1}) is None:
-                        inserted += _insert_missing(col, [doc], session)
-                asset = parents[1]
-            if subset is None:
-                subset = {**subset_doc, "parent": asset["_id"]}
-                inserted += _insert_missing(col, [subset], session)
-            version_doc, reps = version_documents_of(entry, subset["_id"])
-            self._check_number(col, entry, version_doc, session)
+            known = self._found.get(_ident(s)) if session is not None else None
+            if known is not None:  # found when it reserved: the number check also sees that it is still there
+                subset = known[1]
+                version_doc, reps = version_documents_of(entry, subset["_id"])
+                mine, still = self._check_number(col, entry, version_doc, session, subset["_id"])
+                if not still:  # removed since (the rollback of the publish that created it): make it again
+                    self._found.pop(_ident(s), None)
+                    known = None
+            if known is None:
+                subset, made = self._parents_or_create(col, s, session)
+                inserted += made
+                version_doc, reps = version_documents_of(entry, subset["_id"])
+                mine, _ = self._check_number(col, entry, version_doc, session)
+            if mine and session is not None:
+                continue  # in a transaction our version came with all its representations: a replay
             versions.setdefault(s.project_name, []).append(version_doc)
             representations.setdefault(s.project_name, []).extend(reps)
+        if session is not None:
+            # None of these exist (each version was checked above, and a transaction inserted every
+            # document of it or none): one insert per project, representations before their version.
+            for project in {**representations, **versions}:
+                docs = representations.get(project, []) + versions.get(project, [])
+                self.project(project).insert_many(docs, ordered=True, session=session)
+                inserted += len(docs)
+            return inserted
         for project, docs in representations.items():
             inserted += _insert_missing(self.project(project), docs, session)
         for project, docs in versions.items():
             inserted += _insert_missing(self.project(project), docs, session)
         return inserted
 
+    def _parents_or_create(self, col: Collection, s: Subject, session) -> tuple[dict, int]:
+        """The subset document (read in the transaction), with its project and asset created where
+        missing; and how many documents that created."""
+        inserted = 0
+        parents, subset_doc = parent_documents_of(s)
+        asset, subset = self._parents(s, session)
+        if asset is None:
+            for doc in parents:
+                if col.find_one({"type": doc["type"], "name": doc["name"]}, session=session,
+                                projection={"_id": 1}) is None:
+                    inserted += _insert_missing(col, [doc], session)
+            asset = parents[1]
+        if subset is None:
+            subset = {**subset_doc, "parent": asset["_id"]}
+            inserted += _insert_missing(col, [subset], session)
+        return subset, inserted
+
     @staticmethod
-    def _check_number(col: Collection, entry: VersionEntry, version_doc: dict, session) -> None:
-        """Our own version already there must be the same version; another's of our number: taken."""
-        mine = col.find_one({"_id": version_doc["_id"]}, session=session, projection={"name": 1, "parent": 1})
-        if mine is not None:
-            if (mine.get("name"), mine.get("parent")) != (version_doc["name"], version_doc["parent"]):
-                raise CatalogRefused(f"version document {version_doc['_id']} of {entry.key} exists as version "
-                                     f"{mine.get('name')} of another subset or number than v{entry.number:0>3} of "
-                                     f"{entry.subject.describe()}; nothing was inserted",
-                                     "report it: the documents of one publish never change")
-            return
-        other = col.find_one({"type": "version", "parent": version_doc["parent"], "name": entry.number,
-                              "_id": {"$ne": version_doc["_id"]}}, session=session, projection={"_id": 1})
-        if other is not None:
+    def _check_number(col: Collection, entry: VersionEntry, version_doc: dict, session,
+                      subset_id: Any = None) -> tuple[bool, bool]:
+        """(our own version is there already, the subset ``subset_id`` still exists): one query. Raises
+        when another client's version holds our number, or ours differs from what it must be."""
+        vid = version_doc["_id"]
+        wanted = [{"_id": vid}, {"type": "version", "parent": version_doc["parent"], "name": entry.number}]
+        if subset_id is not None:
+            wanted.append({"_id": subset_id})
+        found = list(col.find({"$or": wanted}, session=session, projection={"name": 1, "parent": 1}))
+        still = subset_id is None or any(d["_id"] == subset_id for d in found)
+        found = [d for d in found if subset_id is None or d["_id"] != subset_id]
+        mine = next((d for d in found if d["_id"] == vid), None)
+        if mine is not None and (mine.get("name"), mine.get("parent")) != (version_doc["name"], version_doc["parent"]):
+            raise CatalogRefused(f"version document {vid} of {entry.key} exists as version "
+                                 f"{mine.get('name')} of another subset or number than v{entry.number:0>3} of "
+                                 f"{entry.subject.describe()}; nothing was inserted",
+                                 "report it: the documents of one publish never change")
+        if mine is None and found:  # (a replay keeps what it made, even beside a duplicate made since)
             raise CatalogNumberTaken(f"version {entry.number} of {entry.subject.describe()} was created by another "
                                      "client since the reservation; nothing was inserted", entry.number,
                                      entry.subject.subset)
+        return mine is not None, still
 
     @_mapped("remove the documents")
     def _remove(self, key: str, id_parts_list: list[tuple[str, ...]], projects: tuple[str, ...]) -> int:
@@ -368,6 +419,10 @@ class OpenPypeCatalog(Catalog):
         if subset_id != object_id("subset", col.name, asset.get("name", ""), subset["name"]):
             return 0  # made by OpenPype itself: never ours to remove
         return col.delete_one({"_id": subset_id}, session=session).deleted_count
+
+
+def _ident(subject: Subject) -> tuple[str, str, str]:
+    return subject.project_name, subject.asset, subject.subset
 
 
 def _insert_missing(col: Collection, docs: list[dict[str, Any]], session) -> int:
