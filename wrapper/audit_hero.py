@@ -2,7 +2,8 @@
 atomic-publish moves (the store's ``heroes`` collection), unless a publish is moving it right now:
 
 * the hero mirrors the highest published version that asked for a hero, made by the key the
-  store names, and nothing is left over from an interrupted move;
+  store names, nothing is left over from an interrupted move, and beside it at most the one
+  ``previous`` folder (an older version's content, kept until the next move);
 * the hero folder holds exactly that version's files (same size, same content), under the hero
   names, and its marker names that version;
 * the catalogue's hero entry points at that version and lists the hero folder's files.
@@ -83,6 +84,12 @@ def _check_one(auditor: Any, doc: dict[str, Any]) -> None:
         report.add(INVARIANT, key, f"hero of {name}: {len(found)} folder(s) of an interrupted move beside {folder} "
                                    f"({', '.join(os.path.basename(p) for p in found)})",
                    "run the task of the publish named by the store's hero document again, or `atomic-publish gc`")
+    previous = leftovers(folder, ("previous",)) if folder else []
+    versions = [int((read_hero_marker(p) or {}).get("version") or 0) for p in previous]
+    if len(previous) > 1 or any(v >= number or v < 1 for v in versions):
+        report.add(INVARIANT, key, f"hero of {name}: beside {folder} the previous content should be one folder "
+                                   f"of a version below v{number:0>3}, found {len(previous)} (versions {versions})",
+                   "run `atomic-publish gc`, or remove the extra ones after checking no reader uses them")
     views = _views_of(store, ident)
     highest = max((int(v.get("version") or 0) for _, v in views), default=0)
     target = int(doc.get("target") or 0)

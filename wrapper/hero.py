@@ -8,8 +8,9 @@ of the key (a COMMITTING record always reaches PUBLISHED). Each step is idempote
    time, a busy hero waited for, a newer one left alone;          failpoint ``hero.claimed``
 2. remove what crashed moves left beside the hero folder; build N's files in a hidden sibling
    (hardlinks, copies where links are refused);                    failpoint ``hero.staged``
-3. swap it into place in one step (wrapper/hero_swap.py) and remove the old content;
-                                                                    failpoint ``hero.swapped``
+3. swap it into place in one step (wrapper/hero_swap.py); the old content is kept as the one
+   ``previous`` folder until the next move (readers that resolved it keep complete files), the
+   one before it goes;                                              failpoint ``hero.swapped``
 4. point the catalogue's hero entry at N (``Catalog.write_hero``); failpoint ``hero.catalog``
 5. record N as the hero and release the hold.                      failpoint ``hero.done``
 
@@ -33,8 +34,8 @@ from .catalogs.base import HeroEntry, PublishedFile, VersionEntry
 from .errors import BusyError, DestinationError, ManifestError
 from .fsops import remove_tree
 from .hero_settings import HeroSettings, hero_dir, hero_file_name, hero_settings
-from .hero_swap import (HeroFile, aside_name, build_content, finish_two_renames, leftovers, read_hero_marker,
-                        swap_into_place, swap_name)
+from .hero_swap import (HeroFile, aside_name, build_content, finish_two_renames, leftovers, previous_name,
+                        read_hero_marker, retire, swap_into_place, swap_name)
 from .layout import PlannedFile, rootless
 from .manifest import Manifest
 
@@ -184,9 +185,18 @@ class HeroStep:
             failpoints.hit("hero.swapped")
             progress.info(f"hero of {manifest.subset}: v{number:0>3} put in place ({how}; {linked} linked, "
                           f"{copied} copied)")
-        for old in leftovers(folder):  # the previous hero's content, now under the swap name
-            remove_tree(old)
+        self._retire(folder, number)
         return how
+
+    def _retire(self, folder: str, number: int) -> None:
+        """The previous hero's content becomes the one kept ``previous`` folder (hero_swap.retire);
+        what cannot be removed yet (Windows: a reader still has a file open) is left for the next
+        move or ``gc``: the hero itself is in place."""
+        c = self.ctx
+        for old, exc in retire(folder, number, self.settings.keep_previous, previous_name(folder, short_hash(c.key),
+                                                                                          c.epoch)):
+            progress.info(f"warning: {old} beside the hero could not be removed yet ({exc}); the hero is in place, "
+                          "the next move of this hero or `atomic-publish gc` removes it")
 
     def _entry(self, manifest: Manifest, entry: VersionEntry, plan: list[PlannedFile], folder: str) -> HeroEntry:
         """The version's representations with the hero folder's paths."""

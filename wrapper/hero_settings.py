@@ -6,7 +6,7 @@ Off by default. Two places turn it on, the first that says anything wins (as for
    for none (a plugin configuration entry or the job environment sets it);
 2. the studio settings file's ``hero`` object (``ATOMIC_PUBLISH_SETTINGS``):
    ``{"product_types": ["render", "comp"], "template": "{root[work]}/.../{product[name]}/hero",
-   "link_mode": "hardlink"}``.
+   "link_mode": "hardlink", "keep_previous": true}``.
 
 The hero folder is the studio's hero template (AYON anatomy fields, as ``publish_template``) or,
 by default, a folder ``hero`` beside the version folders (AYON's default anatomy). It is checked
@@ -38,6 +38,7 @@ class HeroSettings:
     product_types: frozenset[str] = frozenset()
     template: str | None = None      # mapped to wrapper/layout.py's fields, without a version
     link_mode: str = "hardlink"
+    keep_previous: bool = True       # the previous hero's content stays until the next move
     source: str = "default (off)"    # where the setting came from, for messages
 
     def wants(self, manifest: Manifest) -> bool:
@@ -53,12 +54,13 @@ def hero_settings(environ: Mapping[str, str] | None = None) -> HeroSettings:
     hero = dict(settings.hero) if settings is not None else {}
     template = _mapped_template(hero["template"], settings.path) if hero.get("template") else None
     link_mode = hero.get("link_mode", "hardlink")
+    keep = bool(hero.get("keep_previous", True))
     raw = (environ.get(HERO_ENV) or "").strip()
     if raw:
         types = frozenset() if raw.lower() == "none" else frozenset(t.strip() for t in raw.split(",") if t.strip())
-        return HeroSettings(types, template, link_mode, f"{HERO_ENV}={raw}")
+        return HeroSettings(types, template, link_mode, keep, f"{HERO_ENV}={raw}")
     types = frozenset(hero.get("product_types") or ())
-    return HeroSettings(types, template, link_mode,
+    return HeroSettings(types, template, link_mode, keep,
                         f"studio settings {settings.path} hero.product_types" if types and settings else "default (off)")
 
 

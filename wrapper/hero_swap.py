@@ -19,6 +19,9 @@ chosen once, at import (``swap_into_place.__name__`` names it), one function per
 What is left after a crash is named so that the next holder of the hero (or ``gc``) recognises
 it: ``.{hero}.hero-swap-{keyhash}-e{epoch}`` (new content being built, or the old content
 after the exchange) and ``.{hero}.hero-aside-...`` (the old content during the two renames).
+The previous hero's content is kept as ``.{hero}.hero-previous-...`` until the next move, so
+that a reader that resolved the hero folder just before a swap (a scene loading a sequence)
+keeps a complete folder for a whole hero period instead of losing its remaining files at once.
 The hero folder itself carries ``.atomic-publish-hero.json``, naming the version it mirrors;
 a folder without it is never swapped out or removed.
 """
@@ -39,10 +42,10 @@ from .fsops import fsync, fsync_dir, long_path
 
 __all__ = ["HERO_MARKER", "LEFTOVER_RE", "HeroFile", "build_content", "leftovers", "read_hero_marker",
            "swap_into_place", "swap_name", "aside_name", "swap_exchange_linux", "swap_exchange_macos",
-           "swap_two_renames", "finish_two_renames", "choose_swap"]
+           "swap_two_renames", "finish_two_renames", "choose_swap", "previous_name", "retire"]
 
 HERO_MARKER = ".atomic-publish-hero.json"
-LEFTOVER_RE = re.compile(r"^\.(?P<hero>.+)\.hero-(?P<kind>swap|aside)-(?P<hash>[0-9a-f]{12})-e(?P<epoch>\d+)$")
+LEFTOVER_RE = re.compile(r"^\.(?P<hero>.+)\.hero-(?P<kind>swap|aside|previous)-(?P<hash>[0-9a-f]{12})-e(?P<epoch>\d+)$")
 LINK_FALLBACK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES,
                  getattr(errno, "EOPNOTSUPP", errno.ENOTSUP)}
 _RENAME_EXCHANGE = 2        # linux/fs.h
@@ -66,8 +69,14 @@ def aside_name(hero_dir: str, key_hash: str, epoch: int) -> str:
     return os.path.join(os.path.dirname(hero_dir), f".{os.path.basename(hero_dir)}.hero-aside-{key_hash}-e{epoch}")
 
 
-def leftovers(hero_dir: str) -> list[str]:
-    """Every swap or aside folder of ``hero_dir`` (any publish, any epoch), none of them the hero."""
+def previous_name(hero_dir: str, key_hash: str, epoch: int) -> str:
+    return os.path.join(os.path.dirname(hero_dir), f".{os.path.basename(hero_dir)}.hero-previous-{key_hash}-e{epoch}")
+
+
+def leftovers(hero_dir: str, kinds: tuple[str, ...] = ("swap", "aside")) -> list[str]:
+    """Every folder of ``kinds`` beside ``hero_dir`` (any publish, any epoch), never the hero
+    itself. By default what interrupted moves left; ``("previous",)``: the previous hero's
+    content, kept for the readers that resolved it until the next move."""
     parent, name = os.path.dirname(hero_dir), os.path.basename(hero_dir)
     try:
         entries = os.listdir(parent)
@@ -76,7 +85,7 @@ def leftovers(hero_dir: str) -> list[str]:
     out = []
     for entry in entries:
         m = LEFTOVER_RE.match(entry)
-        if m and m["hero"] == name:
+        if m and m["hero"] == name and m["kind"] in kinds:
             out.append(os.path.join(parent, entry))
     return sorted(out)
 
@@ -229,3 +238,34 @@ def finish_two_renames(hero_dir: str, leftover: list[str]) -> bool:
     os.rename(long_path(best), long_path(hero_dir))
     fsync_dir(os.path.dirname(hero_dir))
     return True
+
+
+def retire(hero_dir: str, number: int, keep_previous: bool, previous: str) -> list[tuple[str, BaseException]]:
+    """After hero ``number`` is in place: the newest complete older content beside it (the
+    previous hero, under its swap name after the exchange) becomes ``previous`` (the one kept
+    before it goes), every other leftover goes. Returns what could not be removed, with why."""
+    complete = sorted((int((read_hero_marker(p) or {}).get("version") or 0), p) for p in leftovers(hero_dir))
+    keep = next((p for v, p in reversed(complete) if 0 < v < number), None) if keep_previous else None
+    doomed = [p for _, p in complete if p != keep]
+    if keep is not None or not keep_previous:
+        doomed += leftovers(hero_dir, ("previous",))
+    failed: list[tuple[str, BaseException]] = []
+    for old in doomed:
+        try:
+            _remove(old)
+        except OSError as exc:
+            failed.append((old, exc))
+    if keep is not None:
+        os.rename(long_path(keep), long_path(previous))
+    return failed
+
+
+def _remove(path: str) -> None:
+    from .fsops import remove_tree
+
+    try:
+        remove_tree(path)
+    except OSError:
+        raise
+    except Exception as exc:  # remove_tree's retry gave up (a PublishError): report it as OSError
+        raise OSError(str(exc)) from exc

@@ -78,7 +78,8 @@ SCHEMA: dict[str, Any] = {
         "hero": {"type": "object", "additionalProperties": False,  # wrapper/hero_settings.py
                  "properties": {"product_types": {"type": "array", "maxItems": 256, "uniqueItems": True,
                                                   "items": {"type": "string", "pattern": r"^(\*|[A-Za-z0-9_.-]{1,64})\Z"}},
-                                "template": _PATH, "link_mode": {"enum": ["copy", "hardlink"]}}},
+                                "template": _PATH, "link_mode": {"enum": ["copy", "hardlink"]},
+                                "keep_previous": {"type": "boolean"}}},
     },
 }
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

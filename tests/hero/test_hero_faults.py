@@ -30,7 +30,9 @@ def assert_hero_is(store, render, number: int) -> None:
     assert sorted(f.rootless.rsplit("/", 1)[-1] for f in hero.files) == sorted(files)
     doc = store.heroes.get("demo", "sh010", "renderCompMain")
     assert (doc["version"], doc["holder"]) == (number, None)
-    assert not [p.name for p in hero_folder(render).parent.iterdir() if ".hero-" in p.name]
+    beside = [p for p in hero_folder(render).parent.iterdir() if ".hero-" in p.name]
+    assert [p for p in beside if ".hero-previous-" not in p.name] == []  # nothing of an interrupted move
+    assert len(beside) <= 1 and all(hero_state(p)[0] < number for p in beside)  # the previous hero, kept
 
 
 def _subject():
@@ -79,7 +81,7 @@ def test_gc_finishes_what_a_killed_move_left_beside_the_hero(env, store, render)
     time.sleep(2.5)  # the hold and the lease expired
     proc = run_cli(["gc", "--older-than", "0s"], env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert not [p for p in hero_folder(render).parent.iterdir() if ".hero-" in p.name], proc.stdout
+    assert not [p for p in hero_folder(render).parent.iterdir() if ".hero-swap-" in p.name], proc.stdout
     assert hero_state(hero_folder(render))[0] == 1  # the hero in place is untouched
     retry, out = publish(manifest, env, "j2")
     assert retry.returncode == 0

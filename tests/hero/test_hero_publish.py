@@ -30,8 +30,11 @@ def test_hero_mirrors_the_latest_of_three(env, store, render):
     assert paths == sorted(version_files(render, 3))
     assert all("/hero/" in f["path"] for rep in reps for f in rep["files"])
     assert store.catalog.project("demo").count_documents({"type": "hero_version"}) == 1
-    # nothing left beside the hero folder, and the store says v3 with nobody holding it
-    assert sorted(p.name for p in hero_folder(render).parent.iterdir()) == ["hero", "v001", "v002", "v003"]
+    # beside the hero folder only the previous hero (v2, kept for readers until the next move),
+    # and the store says v3 with nobody holding it
+    names = sorted(p.name for p in hero_folder(render).parent.iterdir())
+    assert names[1:] == ["hero", "v001", "v002", "v003"] and ".hero.hero-previous-" in names[0]
+    assert hero_state(hero_folder(render).parent / names[0])[0] == 2
     doc = store.heroes.get("demo", "sh010", "renderCompMain")
     assert (doc["version"], doc["holder"]) == (3, None)
     # the hero files are hardlinks of v003's (same filesystem)
