@@ -128,3 +128,56 @@ def test_a_rolled_back_key_with_a_version_made_behind_its_back_is_reported(studi
     assert "rolled-back key has version v001 of demo /shots/sq01/sh010 renderMain_beauty in the ayon catalogue" \
         in v["detail"]
 
+
+
+def test_a_catalogue_file_whose_rootless_path_points_elsewhere_is_reported(studio: Studio) -> None:
+    """The catalogue's rootless path is what AYON's loader opens: one that leads out of the version's
+    folder (here into another product's, a file of the same name and size there) is reported, even though
+    the version's folder itself holds every file."""
+    from ayon_api.operations import OperationsSession
+
+    assert studio.publish()["outcome"] == "published"
+    version = studio.version("renderMain_Z")
+    [rep] = studio.con.get_representations(PROJECT, version_ids=[version["id"]])
+    files = sorted(rep["files"], key=lambda f: f["path"])
+    good = files[1]["path"]
+    wrong = good.replace("/renderMain_Z/v001/", "/renderMain_N/v001/")
+    twin = studio.render.publish_dir / "render/renderMain_N/v001" / good.rsplit("/", 1)[1]
+    os.chmod(twin.parent, 0o755)
+    twin.write_bytes(os.urandom(files[1]["size"]))  # same name and size, in the wrong folder
+    files[1] = {**files[1], "path": wrong}
+    session = OperationsSession(con=studio.con)
+    session.update_entity(PROJECT, "representation", rep["id"], {"files": files})
+    session.commit()
+    [changed] = studio.con.get_representations(PROJECT, version_ids=[version["id"]])
+    assert wrong in [f["path"] for f in changed["files"]]
+
+    code, report, text = studio.audit()
+    assert code == 1, text
+    [v] = report["violations"]
+    final = studio.render.publish_dir / "render/renderMain_Z/v001"
+    assert v["invariant"] == 2 and v["key"] == "deadline10:j1:0"
+    assert f"renderMain_Z: the ayon catalogue lists {wrong}, which is {twin}, outside the version's folder {final}" \
+        in v["detail"], v
+
+
+def test_a_catalogue_file_is_resolved_with_this_hosts_roots(studio: Studio, tmp_path: Path) -> None:
+    """This host reaches the storage through another mount: the studio settings' roots (the worker's
+    path-mapped view) resolve the catalogue's rootless paths, so the audit finds the files there."""
+    assert studio.publish()["outcome"] == "published"
+    mount = tmp_path / "other-mount"
+    mount.symlink_to(studio.render.work)
+    settings = json.loads(studio.render.settings.read_text())
+    settings["roots"]["work"]["linux"] = str(mount)
+    here = tmp_path / "host-settings.json"
+    here.write_text(json.dumps(settings))
+    env = {**studio.env, "ATOMIC_PUBLISH_SETTINGS": str(here)}
+    proc = run_cli(["audit", "--json", "--root", str(studio.render.work)], env)
+    report = last_json(proc)
+    assert (proc.returncode, report["violations"]) == (0, []), proc.stdout + proc.stderr
+    assert report["checked"]["files"] == 9
+    os.unlink(mount)  # the mount gone on this host: every file the catalogue lists is missing from here
+    proc = run_cli(["audit", "--json", "--root", str(studio.render.work)], env)
+    report = last_json(proc)
+    assert proc.returncode == 1 and len(report["violations"]) == 9, proc.stdout
+    assert all(str(mount) in v["detail"] for v in report["violations"])

@@ -15,6 +15,7 @@ from typing import Any
 from ..idempotency import records as R
 from ..idempotency.keys import short_hash
 from .audit_hero import check_heroes, hero_link_change
+from . import audit_paths
 from .commit import MARKER, read_marker
 from .folders import STAGING_RE, KnownFolders, same_folder
 
@@ -74,6 +75,7 @@ class Auditor:
         # documents are read as they always were; another catalogue (AYON) through the Catalog seam
         self.catalog = getattr(store, "catalog", None)
         self.generic = getattr(self.catalog, "name", "openpype") != "openpype"
+        self._host_roots = audit_paths.settings_roots() if self.generic else {}  # this host's, path-mapped
         self._projects: set[str] = set()
 
     def run(self) -> Report:
@@ -230,9 +232,24 @@ class Auditor:
                 self.report.add(2, key, f"{subject.describe()}: the {name} version is v{version.number:03d}, the "
                                         f"record says v{int(view.get('version') or 0):03d}",
                                 "investigate: the catalogue and the record disagree")
+            here = audit_paths.version_folder(view, self._host_roots) or final  # as this host reaches it
             for f in version.files:
                 self.report.checked["files"] += 1
-                path = os.path.join(final, f.name or f.rootless.replace("\\", "/").rsplit("/", 1)[-1])
+                # where the catalogue's own rootless path leads on this host (what its loader opens), not
+                # final_dir + name: a file listed elsewhere than the version's folder is caught
+                path = audit_paths.resolve(f.rootless, view, self._host_roots)
+                if path is None:
+                    self.report.add(2, key, f"{subject.describe()}: the {name} catalogue lists {f.rootless}, whose "
+                                            "root is declared neither in this host's studio settings nor in the "
+                                            "record", "declare the root in the studio settings "
+                                            "($ATOMIC_PUBLISH_SETTINGS), or fix the path in the catalogue")
+                    continue
+                if not audit_paths.inside(path, here):
+                    self.report.add(2, key, f"{subject.describe()}: the {name} catalogue lists {f.rootless}, which "
+                                            f"is {path}, outside the version's folder {here}",
+                                    f"point the {name} representation back at the file in {here} (the record names "
+                                    "the folder and every file); investigate who changed it")
+                    continue
                 try:
                     st = os.stat(path)
                 except OSError:
