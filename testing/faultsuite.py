@@ -180,6 +180,14 @@ class Publisher:
         return f"deadline10:{self.job}:0"
 
 
+def _last_output(pub: "Publisher", chars: int = 2500) -> str:
+    """The end of the publisher's last attempt's output, for a failure message (the trial's folder
+    is removed with the soak, and a replay may not meet the same timing again)."""
+    if not pub.outputs:
+        return ""
+    return f"\n--- last attempt's output (its end) ---\n{pub.outputs[-1][-chars:].rstrip()}\n---"
+
+
 class Trial:
     """One isolated world: its own databases, folders and webhook receiver.
 
@@ -424,9 +432,9 @@ class Trial:
                 expected = "ROLLED_BACK" if self.rollback else "PUBLISHED"
                 if rec is None or rec["state"] != expected:
                     raise TrialFailed(f"{pub.job}: record {rec and rec['state']}, expected {expected} "
-                                      f"(attempts {pub.attempts}; {rec and rec.get('error')})")
+                                      f"(attempts {pub.attempts}; {rec and rec.get('error')}){_last_output(pub)}")
                 if pub.attempts[-1] != (78 if self.rollback else 0):
-                    raise TrialFailed(f"{pub.job}: last exit {pub.attempts[-1]}")
+                    raise TrialFailed(f"{pub.job}: last exit {pub.attempts[-1]}{_last_output(pub)}")
                 if self.rollback and NO_SPACE.search(json.dumps((rec.get("error") or {}), default=str)):
                     raise TrialFailed(f"{pub.job}: rolled back because of a full disk: {rec.get('error')}")
                 if not self.rollback:
