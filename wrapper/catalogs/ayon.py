@@ -496,6 +496,22 @@ class AyonCatalog(Catalog):
         return CatalogRefused(f"the AYON server {self.url} refused the batch ({code or 'no code'}): {detail}; "
                               "nothing of it was kept")
 
+    # -- the hero version (wrapper/catalogs/ayon_hero.py) -------------------------------------
+
+    supports_hero: ClassVar[bool] = True
+
+    @_mapped("write the hero version")
+    def _write_hero(self, hero) -> None:
+        from .ayon_hero import write_hero
+
+        write_hero(self, hero, entity_id)
+
+    @_mapped("read the hero version")
+    def _find_hero(self, subject: Subject):
+        from .ayon_hero import find_hero
+
+        return find_hero(self, subject)
+
     @_mapped("remove the versions")
     def _remove(self, key: str, id_parts_list: list[tuple[str, ...]], projects: tuple[str, ...]) -> int:
         """Delete our versions (the server deletes their representations with them) and a product
