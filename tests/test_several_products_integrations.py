@@ -195,3 +195,16 @@ def test_notifications_of_every_product_wait_in_their_outbox_until_deliver(ayon,
     assert sorted(d["body"]["subset"] for d in hook.deliveries()) == sorted(PRODUCTS)
     rec = store.records.get(KEY)
     assert [e["state"] for e in _outboxes(rec, "tracker")] == ["delivered"] * 3
+
+
+def test_deliver_reports_a_record_it_cannot_rebuild_and_goes_on(ayon, env, store, ftrack, hook):
+    hook.go_down()
+    assert last_json(_run(ayon, env))["outcome"] == "published"
+    store.records.col.update_one({"_id": KEY}, {"$unset": {"manifest_json": ""}})  # written by an older version
+    hook.start()
+    proc = run_cli(["deliver", "--all", "--json"], ayon.environ(env))
+    assert proc.returncode == 75 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    assert f"{KEY}: notifications not delivered: manifest field manifest_json: the record holds no manifest" \
+        in proc.stdout
+    assert last_json(proc) == {"delivered": 0, "pending": {KEY: ["(the record's manifest)"]}}
+    assert hook.deliveries() == []

@@ -29,6 +29,7 @@ def main(args: argparse.Namespace) -> int:
     from ..idempotency import records as R
     from .cliutil import open_store_for
     from . import integrate, retry
+    from .errors import PublishError
 
     store = open_store_for("deliver", args.store, start_embedded=True, chosen_catalog=True)
     if store is None:
@@ -44,10 +45,15 @@ def main(args: argparse.Namespace) -> int:
         for rec in store.records.col.find(query):
             if not integrate.has_pending(rec):  # any product's outbox (extra_products.{i}.outbox too)
                 continue
-            products = integrate.recorded_products(rec)
-            rec["files"] = store.staged.of_key(rec["_id"])
-            integrations = integrate.build(products[0])
             key = rec["_id"]
+            try:
+                products = integrate.recorded_products(rec)
+                integrations = integrate.build(products[0])
+            except PublishError as exc:  # one unreadable record must not stop the others' deliveries
+                print(f"{key}: notifications not delivered: {exc.cause}; {exc.todo}")
+                pending[key] = ["(the record's manifest)"]
+                continue
+            rec["files"] = store.staged.of_key(key)
 
             def mark(where: str, entry: dict, key: str = key) -> bool:
                 result = store.records.col.update_one({"_id": key, f"{where}.state": "pending"},

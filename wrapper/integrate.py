@@ -52,7 +52,8 @@ def recorded_products(rec: dict[str, Any]) -> list[Manifest]:
     from ..idempotency.records import product_views
 
     if not rec.get("manifest_json"):
-        raise ManifestError("manifest_json", "the record holds no manifest (written by an older atomic-publish)")
+        raise ManifestError("manifest_json", "the record holds no manifest (written by an older atomic-publish)",
+                            "deliver or undo its integrations by hand in the systems they reach")
     return [parse_manifest(json.loads(view["manifest_json"])) for view in product_views(rec)
             if view.get("manifest_json")]
 
