@@ -246,7 +246,8 @@ class Trial:
             self.hook.set_faults({"kind": "http_error", "status": 422, "path": "/review", "count": None})
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ATOMIC_PUBLISH_")}
         self.env.update(ATOMIC_PUBLISH_STORE=self.uri, ATOMIC_PUBLISH_DATABASE=self.db,
-                        ATOMIC_PUBLISH_STATE_DATABASE=self.state_db, PYTHONUNBUFFERED="1")
+                        ATOMIC_PUBLISH_STATE_DATABASE=self.state_db, PYTHONUNBUFFERED="1",
+                        ATOMIC_PUBLISH_HERO="render")  # hero versions on: the hero.* failpoints fire (issue 14)
         self._numbers = itertools.count(1)
 
     def _unmount(self) -> None:
@@ -442,6 +443,7 @@ class Trial:
                     self.check_nothing_lost(store, pub, rec)
             if len(set(versions)) != len(versions):
                 raise TrialFailed(f"two publishers share a version number: {versions}")
+            self.check_hero(store, max(versions) if versions else 0)
             docs = store.catalog.project("demo").count_documents({"type": "version"})
             if docs != len(versions):
                 raise TrialFailed(f"{docs} version documents for {len(versions)} published keys")
@@ -465,6 +467,24 @@ class Trial:
                         raise TrialFailed(f"{pub.key}: tracker saw no commit ({per_key})")
         finally:
             store.client.close()
+
+    def check_hero(self, store, highest: int) -> None:
+        """The product's hero mirrors the highest published version, in the store, on disk and in the
+        catalogue, and nobody holds it (a rolled-back trial never made one); audit checked the files."""
+        from ..wrapper.catalogs.base import Subject
+        from ..wrapper.hero_swap import read_hero_marker
+
+        doc = store.heroes.get("demo", "sh010", "renderCompMain")
+        if not highest:
+            if doc is not None:
+                raise TrialFailed(f"nothing was published, but the store names hero v{doc.get('version')}")
+            return
+        marker = read_hero_marker((doc or {}).get("hero_dir") or "") or {}
+        hero = store.catalog.hero_of(Subject("demo", "dm", "sh010", "shots/sq01", "renderCompMain", "render"))
+        seen = ((doc or {}).get("version"), marker.get("version"), hero.number if hero else None)
+        if seen != (highest, highest, highest) or (doc or {}).get("holder"):
+            raise TrialFailed(f"hero (store, folder, catalogue) is {seen}, held by {(doc or {}).get('holder')}; "
+                              f"the highest published version is {highest}")
 
     def check_nothing_lost(self, store, pub: Publisher, rec: dict[str, Any]) -> None:
         """Every file of a published version on disk with its recorded size and hash, and the bytes of

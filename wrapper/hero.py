@@ -31,7 +31,7 @@ from ..idempotency.keys import short_hash
 from ..idempotency.records import Identity, utcnow
 from . import failpoints, progress
 from .catalogs.base import HeroEntry, PublishedFile, VersionEntry
-from .errors import BusyError, DestinationError, ManifestError
+from .errors import BusyError, DestinationError, ManifestError, Superseded
 from .fsops import remove_tree
 from .hero_settings import HeroSettings, hero_dir, hero_file_name, hero_settings
 from .hero_swap import (HeroFile, aside_name, build_content, finish_two_renames, leftovers, previous_name,
@@ -182,6 +182,13 @@ class HeroStep:
             failpoints.hit("hero.staged")
             self._fence(ident)
             how = swap_into_place(new, folder, aside)
+            displaced = read_hero_marker(new) if how != "renamed" else None
+            if displaced and int(displaced.get("version") or 0) > number:
+                # a zombie frozen between its fence and the swap, woken after a newer hero moved in:
+                # it puts the newer content back at once (the same swap again) and changes nothing more
+                swap_into_place(new, folder, aside)
+                raise Superseded(f"hero v{displaced.get('version')} of {manifest.subset} moved in while this attempt "
+                                 f"waited to swap v{number:0>3}; the newer hero was put back")
             failpoints.hit("hero.swapped")
             progress.info(f"hero of {manifest.subset}: v{number:0>3} put in place ({how}; {linked} linked, "
                           f"{copied} copied)")
