@@ -16,7 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
-from ..wrapper.catalogs.base import Catalog, CatalogVersion, DuplicateNumber, Subject, VersionEntry
+from ..wrapper.catalogs.base import (Catalog, CatalogHero, CatalogVersion, DuplicateNumber, HeroEntry, Subject,
+                                     VersionEntry)
 from ..wrapper.errors import CatalogNumberTaken, CatalogRefused, CatalogUnavailable
 
 
@@ -195,3 +196,23 @@ class MemoryCatalog(Catalog):
                     del self.products[where]
                     removed += 1
         return removed
+
+    # -- the hero version: one per product, replaced in place ------------------------------------
+    supports_hero: ClassVar[bool] = True
+
+    def _write_hero(self, hero: HeroEntry) -> None:
+        self._up()
+        s = hero.version.subject
+        with self.lock:
+            product = self.products.get(self._where(s))
+            if product is None:
+                raise CatalogRefused(f"product {s.describe()} does not exist; nothing was written")
+            files = tuple(f for rep in hero.representations for f in rep.files)
+            product["hero"] = CatalogHero(id=memory_id("hero", *self._where(s)), number=hero.number,
+                                          version_id=self._version_id(hero.version.id_parts), key=hero.version.key,
+                                          files=files)
+
+    def _find_hero(self, subject: Subject) -> CatalogHero | None:
+        self._up()
+        with self.lock:
+            return (self.products.get(self._where(subject)) or {}).get("hero")

@@ -113,3 +113,46 @@ def test_a_server_that_is_down_is_unavailable(h):
         assert caught.value.failure_class == "transient"
         assert isinstance(caught.value, PublishError) and "\n" not in str(caught.value)
     down.close()
+
+
+def _hero_of(e, root):
+    """The hero entry of ``e``: its files under the product's hero folder, with the hero names."""
+    from dataclasses import replace
+
+    from atomic_publish.wrapper.catalogs.base import HeroEntry
+
+    folder = root / "proj" / "hero"
+    reps = []
+    for rep in e.representations:
+        files = tuple(replace(f, name=f.name.replace(f"_v{e.number:03d}", "_hero"),
+                              path=str(folder / f.name.replace(f"_v{e.number:03d}", "_hero")),
+                              rootless="{root[work]}/proj/hero/" + f.name.replace(f"_v{e.number:03d}", "_hero"))
+                      for f in rep.files)
+        reps.append(replace(rep, files=files, data_path=files[0].path))
+    return HeroEntry(version=e, hero_dir=str(folder), representations=tuple(reps))
+
+
+def test_the_hero_moves_forward_only_and_in_place(h):
+    """Hero versions (issue 14): one hero per product, pointing at the version it mirrors with the
+    hero folder's files; it moves to a higher number, never back; writing it again changes nothing."""
+    s = subject()
+    assert h.catalog.supports_hero and h.catalog.hero_of(s) is None
+    entries = {n: entry(f"{KEY[:-1]}{n}", s, n, h.root) for n in (1, 2, 3)}
+    for n in (1, 2, 3):
+        h.catalog.publish([entries[n]])
+    assert h.catalog.write_hero(_hero_of(entries[2], h.root)) is True
+    hero = h.catalog.hero_of(s)
+    assert (hero.number, hero.key, hero.version_id) == (2, entries[2].key, h.catalog.version_id(entries[2].id_parts))
+    assert sorted(f.rootless for f in hero.files) == ["{root[work]}/proj/hero/pj_sh010_renderMain_hero.1001.exr",
+                                                       "{root[work]}/proj/hero/pj_sh010_renderMain_hero.1002.exr"]
+    assert h.catalog.write_hero(_hero_of(entries[3], h.root)) is True
+    moved = h.catalog.hero_of(s)
+    assert moved.number == 3 and moved.id == hero.id  # updated in place: the same hero entry
+    assert h.catalog.write_hero(_hero_of(entries[1], h.root)) is False  # a late v1: never back
+    assert h.catalog.hero_of(s).number == 3
+    before = h.entities()
+    assert h.catalog.write_hero(_hero_of(entries[3], h.root)) is True  # a replay
+    assert h.entities() == before and h.catalog.hero_of(s).number == 3
+    # the hero is no numbered version: numbering and duplicates ignore it (AYON lists it as -3)
+    assert h.catalog.highest_version(s) == 3 and h.catalog.duplicate_numbers(["proj"]) == []
+    assert [v for v in h.versions(s) if v[0] > 0] == [(1, entries[1].key), (2, entries[2].key), (3, entries[3].key)]
