@@ -61,3 +61,49 @@ def test_audit_is_clean_after_heroes_moved(env, store, render):
     proc = run_cli(["audit", "--root", str(render.publish_root), "--json"], env)
     report = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
     assert proc.returncode == 0 and report["ok"], report
+
+
+def test_openpypes_own_hero_document_is_reused_in_place(env, store, render):
+    """A studio moving from IntegrateHeroVersion: the subset's existing hero_version document keeps
+    its id, its old representations are replaced by the hero folder's."""
+    from bson import ObjectId
+
+    env = hero_env(env)
+    publish_version(render, env, "j1", )
+    col = store.catalog.project("demo")
+    col.delete_many({"type": "hero_version"})
+    col.delete_many({"type": "representation", "files.path": {"$regex": "/hero/"}})
+    subset = col.find_one({"type": "subset"})
+    theirs, old_rep = ObjectId(), ObjectId()
+    col.insert_one({"_id": theirs, "type": "hero_version", "schema": "openpype:hero_version-1.0",
+                    "parent": subset["_id"], "version_id": col.find_one({"type": "version"})["_id"]})
+    col.insert_one({"_id": old_rep, "type": "representation", "parent": theirs, "name": "exr", "files": []})
+    publish_version(render, env, "j2")
+    assert [d["_id"] for d in col.find({"type": "hero_version"})] == [theirs]
+    hero = col.find_one({"_id": theirs})
+    assert hero["version_id"] == col.find_one({"type": "version", "name": 2})["_id"]
+    reps = list(col.find({"type": "representation", "parent": theirs}))
+    assert old_rep not in [r["_id"] for r in reps] and {r["name"] for r in reps} == {"exr", "mov"}
+
+
+def test_a_hero_folder_another_tool_made_is_never_replaced(env, store, render):
+    """AYON's own integrator made the hero folder (no atomic-publish marker): the publish commits its
+    version, refuses to replace that folder (permanent, named), and once an admin archived it the
+    requeued task rolls forward and makes the hero."""
+    import shutil
+
+    from helpers import publish
+
+    env = hero_env(env)
+    theirs = hero_folder(render)
+    theirs.mkdir(parents=True)
+    (theirs / "dm_sh010_renderCompMain_hero.1001.exr").write_bytes(b"made by IntegrateHeroVersion")
+    manifest = render.write_manifest("manifest-j1.json")
+    proc, out = publish(manifest, env, "j1")
+    assert proc.returncode != 0 and "without an atomic-publish hero marker" in out["message"], out
+    assert store.records.get("deadline10:j1:0")["state"] == "COMMITTING"  # the version itself is committed
+    assert (theirs / "dm_sh010_renderCompMain_hero.1001.exr").read_bytes() == b"made by IntegrateHeroVersion"
+    shutil.move(str(theirs), str(render.root / "archived-hero"))
+    proc, out = publish(manifest, env, "j1")
+    assert proc.returncode == 0 and out["outcome"] == "published", out
+    assert hero_state(hero_folder(render)) == (1, version_files(render, 1))

@@ -2,9 +2,10 @@
 
 OpenPype 3 keeps one ``hero_version`` document per subset (``version_id`` names the version it
 mirrors) and representation documents parented to it, whose files are the hero folder's.
-``IntegrateHeroVersion`` replaces the document in place keeping its ``_id``; so does this, with
-ids derived from the product (project, asset, subset): one hero per subset on every worker and
-attempt. The number it mirrors is kept in ``data.atomic_publish.version`` too, so that the
+``IntegrateHeroVersion`` replaces the document in place keeping its ``_id``; so does this: the
+subset's existing hero document keeps its id (one OpenPype made before the studio moved to
+atomic-publish too), a first hero gets an id derived from the product (project, asset, subset):
+one hero per subset on every worker and attempt. The number it mirrors is kept in ``data.atomic_publish.version`` too, so that the
 forward-only check needs no second lookup.
 """
 from __future__ import annotations
@@ -23,11 +24,12 @@ def _hero_id(subject: Subject) -> Any:
     return object_id("hero_version", subject.project_name, subject.asset, subject.subset)
 
 
-def hero_documents(hero: HeroEntry, subset_id: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The ``hero_version`` document and one representation document per representation."""
+def hero_documents(hero: HeroEntry, subset_id: Any, hero_id: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``hero_version`` document and one representation document per representation
+    (``hero_id``: the subset's existing hero document's, default the product-derived one)."""
     entry = hero.version
     s = entry.subject
-    hero_id = _hero_id(s)
+    hero_id = hero_id if hero_id is not None else _hero_id(s)
     doc = {"_id": hero_id, "type": "hero_version", "schema": "openpype:hero_version-1.0", "parent": subset_id,
            "version_id": object_id("version", *entry.id_parts),
            "data": {"atomic_publish": {**entry.marker(), "version": entry.number}}}
@@ -61,8 +63,10 @@ def write_hero(col: Collection, hero: HeroEntry, subset_id: Any, session) -> boo
     """Replace the hero's documents (representations first, the hero document last: on a server
     without transactions the hero points at the new version only once its files are listed).
     Only forward: False, and nothing written, when the hero points at a higher number already."""
-    doc, reps = hero_documents(hero, subset_id)
-    current = col.find_one({"_id": doc["_id"]}, session=session)
+    s = hero.version.subject
+    current = col.find_one({"_id": _hero_id(s)}, session=session) \
+        or col.find_one({"type": "hero_version", "parent": subset_id}, session=session)  # OpenPype's own
+    doc, reps = hero_documents(hero, subset_id, current["_id"] if current else None)
     if current is not None and _number(current) > hero.number:
         return False
     for rep in reps:
