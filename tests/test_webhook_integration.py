@@ -111,3 +111,46 @@ def test_unknown_integration_and_bad_settings_are_refused_before_anything(render
     proc, out = publish(render.write_manifest(integrations=[{"name": "webhook", "settings": {"url": "ftp://x"}}]), env)
     assert proc.returncode == 78 and "integrations[0].settings.url" in out["message"]
     assert store.records.col.count_documents({}) == 0 and render.tree() == []
+
+
+def test_a_commit_retried_through_another_mount_sends_the_same_body(render, env, store, hook, tmp_path):
+    """The receiver recorded the committed event, its answer was lost, and the task rolls forward
+    on a worker that reaches the same storage through another path: under the same Idempotency-Key
+    it must send the same body (rootless paths only), or a receiver following the IETF draft
+    answers 422 past the point of no return and the farm fails a task that only had to finish."""
+    url = hook.url + "/tracker"
+    manifest = hook_manifest(render, url, "gate")
+    proc = run_cli(["run", "--manifest", str(manifest), "--job-id", "job1", "--task-id", "0"],
+                   dict(env, ATOMIC_PUBLISH_FAILPOINTS="integrate.prepare=exit"))
+    assert proc.returncode != 0 and [d["body"]["event"] for d in hook.deliveries()] == ["publish.prepared"]
+    hook.set_faults({"kind": "drop_after_record", "path": "/tracker", "count": None})
+    proc, out = publish(manifest, env, "job1", "0", "--retry-attempts", "2", "--retry-budget", "3")
+    assert proc.returncode == 75, proc.stdout  # committing; the commit's answer never came
+    assert store.records.get("deadline10:job1:0")["state"] == "COMMITTING"
+    hook.clear_faults()
+    alias = tmp_path / "other-mount"
+    alias.symlink_to(render.publish_root)  # another worker's path to the same storage
+    other = hook_manifest(render, url, "gate", name="other-mount.json", publish_root=str(alias))
+    proc, out = publish(other, env, "job1", "0", "--submitted-manifest", str(manifest))
+    assert proc.returncode == 0, proc.stdout
+    assert out["outcome"] == "published"
+    committed = [d for d in hook.deliveries() if d["body"]["event"] == "publish.committed"]
+    assert len(committed) == 1 and hook.stats()["conflicts"] == 0
+    assert committed[0]["body"]["final_dir"].startswith("{root[")
+
+
+def test_a_refusal_past_the_point_of_no_return_says_requeue_not_resubmit(render, env, store, hook):
+    """A gate that refuses its commit after COMMITTING cannot be rolled back: the message must
+    send the admin back to the same task (it rolls forward), never to a new job (a new version)."""
+    manifest = hook_manifest(render, hook.url + "/tracker", "gate")
+    proc = run_cli(["run", "--manifest", str(manifest), "--job-id", "job1", "--task-id", "0"],
+                   dict(env, ATOMIC_PUBLISH_FAILPOINTS="integrate.prepare=exit"))
+    assert proc.returncode != 0
+    hook.set_faults({"kind": "http_error", "status": 400, "path": "/tracker", "count": None})
+    proc, out = publish(manifest, env)
+    assert proc.returncode == 78 and store.records.get("deadline10:job1:0")["state"] == "COMMITTING"
+    assert "not rolled back" in out["message"] and "requeue this task (not a new job" in out["message"]
+    assert "resubmit" not in out["message"]
+    hook.clear_faults()
+    proc, out = publish(manifest, env)
+    assert proc.returncode == 0 and out["outcome"] == "published"

@@ -108,7 +108,8 @@ def context(product: Product, key: str, rec: dict[str, Any], integration: Integr
         files.append(PublishedFile(p.representation, p.name, path, rootless(path, manifest),
                                    int(e.get("size", 0)), e.get("hash", ""), p.frame))
     return Context(key=key, job_id=rec.get("job_id", ""), task_id=str(rec.get("task_id", "")), manifest=manifest,
-                   version=number, final_dir=final_dir, files=tuple(files),
+                   version=number, final_dir=final_dir, final_rootless=rootless(final_dir, manifest),
+                   files=tuple(files),
                    version_document_id=version_id(product.id_parts), settings=integration.settings,
                    id_parts=product.id_parts, product_index=product.index, product_count=product.count)
 

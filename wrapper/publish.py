@@ -103,6 +103,17 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
         store.close()
 
 
+def _requeue_not_resubmit(todo: str) -> str:
+    """The advice for a permanent failure past the point of no return: the same task must run
+    again once the cause is fixed (it rolls forward); a new job would be a new key, a new version."""
+    for tail in (", then resubmit it", ", then resubmit", " and resubmit the job", " and resubmit it", " and resubmit"):
+        if todo.endswith(tail):
+            todo = todo[:-len(tail)]
+            break
+    return f"{todo}, then requeue this task (not a new job: that would publish another version): it rolls " \
+           "forward and finishes this commit"
+
+
 def _chosen_catalog(client: Any) -> Any:
     """Where versions become visible: the worker's setting (ATOMIC_PUBLISH_CATALOG, the plugin's
     Catalog), never the manifest's; OpenPype's documents on the store's own client by default."""
@@ -867,6 +878,7 @@ class Attempt:
             done = ROLLED_BACK
         elif exc.failure_class == PERMANENT and self.state == R.COMMITTING:
             done = "not rolled back: the commit had begun, and only a later attempt of this task rolls it forward"
+            exc.todo = _requeue_not_resubmit(exc.todo)
         outcome = Outcome.from_error(exc, key=self.key, version=self.rec.get("version"),
                                      final_dir=self.rec.get("final_dir"), done=done)
         try:

@@ -33,13 +33,14 @@ class Context:
     task_id: str
     manifest: Manifest
     version: int
-    final_dir: str
+    final_dir: str     # as this worker reaches it (another worker may mount the storage elsewhere)
     files: tuple[PublishedFile, ...]
     version_document_id: str
     settings: dict[str, Any] = field(default_factory=dict)
     id_parts: tuple[str, ...] = ()  # (key,) for one product, (key, product) among several
     product_index: int = 0
     product_count: int = 1
+    final_rootless: str = ""  # {root[...]}/... form: the same on every worker
 
     @property
     def identity(self) -> tuple[str, ...]:
@@ -48,7 +49,10 @@ class Context:
         return self.id_parts or (self.key,)
 
     def describe(self) -> dict[str, Any]:
-        """A JSON description of the version (what a webhook receives)."""
+        """A JSON description of the version (what a webhook receives). Only paths every worker
+        shares (rootless): a retry on a worker that mounts the storage elsewhere must send the same
+        body under the same Idempotency-Key, or a receiver following the IETF draft refuses it
+        (422) past the point of no return."""
         m = self.manifest
         reps: dict[str, list[dict[str, Any]]] = {}
         for f in self.files:
@@ -58,7 +62,7 @@ class Context:
                 "project": {"name": m.project_name, "code": m.project_code}, "asset": m.asset,
                 "hierarchy": m.hierarchy, "task": m.task, "subset": m.subset, "family": m.family,
                 "version": self.version, "version_id": self.version_document_id, "author": m.author,
-                "comment": m.comment, "final_dir": self.final_dir,
+                "comment": m.comment, "final_dir": self.final_rootless or self.final_dir,
                 "representations": [{"name": n, "files": fs} for n, fs in reps.items()],
                 **({"product_index": self.product_index, "product_count": self.product_count}
                    if self.product_count > 1 else {})}
