@@ -112,3 +112,23 @@ def test_missing_credentials_are_worker_local(render, env, store, ftrack):
     proc, out = publish(manifest(render), env)
     assert proc.returncode == 77 and "FTRACK_API_KEY not set on this worker" in out["message"]
     assert render.tree() == []
+
+
+def test_a_version_renumbered_after_its_prepare_gets_its_new_number_in_ftrack(render, env, store, ftrack):
+    """An earlier attempt prepared ftrack at v001; before the next attempt commits, v001's folder was
+    taken by someone else, so the publish moves to v002. ftrack must not keep v001: the prepare at
+    the old number is undone and made again at the new one (one AssetVersion, version 2)."""
+    m = manifest(render)
+    proc = run_cli(["run", "--manifest", str(m), "--job-id", "job1", "--task-id", "0"],
+                   dict(env, ATOMIC_PUBLISH_FAILPOINTS="integrate.prepare=exit"))
+    assert proc.returncode != 0
+    [av] = versions(ftrack)
+    assert (av["version"], av["is_published"]) == (1, False)
+    taken = render.publish_root / SUBSET_DIR / "v001"
+    taken.mkdir(parents=True)  # another tool's folder, no atomic-publish marker
+    proc, out = publish(m, env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert out["version"] == 2 and "renumbered" in proc.stdout
+    published = [v for v in versions(ftrack) if v["is_published"]]
+    assert [(v["version"], v["is_published"]) for v in versions(ftrack)] == [(2, True)], versions(ftrack)
+    assert store.records.get(out["key"])["receipts"]["ftrack"]["receipt"]["asset_version_id"] == published[0]["id"]

@@ -154,3 +154,20 @@ def test_a_refusal_past_the_point_of_no_return_says_requeue_not_resubmit(render,
     hook.clear_faults()
     proc, out = publish(manifest, env)
     assert proc.returncode == 0 and out["outcome"] == "published"
+
+
+def test_a_version_renumbered_after_its_prepare_is_prepared_again_under_a_new_key(render, env, store, hook):
+    """Prepared at v001 by an earlier attempt, renumbered to v002 before the commit (v001's folder
+    was taken): the receiver hears v001 rolled back and v002 prepared and committed, each under its
+    own Idempotency-Key (a reused key with another body would be a 422)."""
+    manifest = hook_manifest(render, hook.url + "/tracker", "gate")
+    proc = run_cli(["run", "--manifest", str(manifest), "--job-id", "job1", "--task-id", "0"],
+                   dict(env, ATOMIC_PUBLISH_FAILPOINTS="integrate.prepare=exit"))
+    assert proc.returncode != 0
+    (render.publish_root / "demo/shots/sq01/sh010/publish/render/renderCompMain/v001").mkdir(parents=True)
+    proc, out = publish(manifest, env)
+    assert proc.returncode == 0 and out["version"] == 2, proc.stdout
+    seen = [(d["body"]["event"], d["body"]["version"]) for d in hook.deliveries()]
+    assert seen == [("publish.prepared", 1), ("publish.rolled_back", 1), ("publish.prepared", 2),
+                    ("publish.committed", 2)]
+    assert len({d["idempotency_key"] for d in hook.deliveries()}) == 4 and hook.stats()["conflicts"] == 0

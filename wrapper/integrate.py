@@ -200,6 +200,25 @@ class Runner:
                 self.write({"$set": {f"{where}.state": "compensated"}}, f"save the compensation of {label}")
                 failpoints.hit("rollback.compensate")
 
+    def unprepare(self, index: int, rec: dict[str, Any]) -> None:
+        """Product ``index`` moves to another number before the commit (renumbered: its number was
+        taken since an earlier attempt prepared its gates): compensate what was prepared at the old
+        number and forget those receipts, so that ``prepare_all`` prepares them at the new one
+        (an ftrack AssetVersion must not keep the number the version no longer has)."""
+        product = self.products[index]
+        view = product.view(rec)
+        receipts = view.get("receipts") or {}
+        by_id = {i.id: i for i in self.gates()}
+        for ident in reversed([k for k, e in receipts.items() if e.get("state") in ("preparing", "prepared")]):
+            if ident not in by_id:
+                continue
+            integ, where, label = by_id[ident], f"{product.prefix}receipts.{ident}", product.label(ident)
+            progress.status(f"integration {label}: undo the prepare at v{int(view['version']):0>3} (renumbered)")
+            self.retry(f"compensate integration {label}", integ.compensate, self._context(product, rec, integ),
+                       receipts[ident].get("receipt") or {})
+            self.write({"$unset": {where: ""}}, f"forget the receipt of {label}")
+            receipts.pop(ident, None)
+
     def outbox(self) -> dict[str, Any]:
         """The outbox entries written at COMMITTING, one per notifier and product."""
         return {f"{p.prefix}outbox.{i.id}": {"name": i.name, "state": "pending", "attempts": 0, "last_error": None}

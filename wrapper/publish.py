@@ -781,6 +781,7 @@ class Attempt:
         their entries."""
         m, old = self.products[i], int(self._view(i)["version"])
         ident = {"project": m.project_name, "asset": m.asset, "subset": m.subset}
+        self.runner.unprepare(i, self.rec)  # gates an earlier attempt prepared at the old number
         self._r("release the reservation", self.store.records.fenced_write, self.key, self.epoch,
                 lambda s: self.store.reservations.col.delete_many({"key": self.key, **ident, "state": "reserved"},
                                                                   session=s),

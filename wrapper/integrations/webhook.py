@@ -30,9 +30,10 @@ class WebhookIntegration(Integration):
     }
 
     def _headers(self, ctx: Context, event: str) -> dict[str, str]:
-        # one key per product and event: among several products, product i's notification is not
-        # a duplicate of product 0's (one product: "key|id|event", as before)
-        digest = hashlib.sha256("|".join((*ctx.identity, self.id, event)).encode()).hexdigest()[:40]
+        # one key per product, version number and event: among several products, product i's
+        # notification is not a duplicate of product 0's, and a version renumbered before its commit
+        # (prepared again at the new number) is a new event, not a reused key with another body
+        digest = hashlib.sha256("|".join((*ctx.identity, f"v{ctx.version}", self.id, event)).encode()).hexdigest()[:40]
         headers = {"Idempotency-Key": f"atomic-publish-{digest}", "User-Agent": "atomic-publish"}
         env = self.settings.get("token_env")
         if env:
