@@ -118,13 +118,19 @@ class Heroes:
             raise Superseded(f"the hold on the hero of {'/'.join(ident)} was taken over; this attempt leaves the "
                              "hero to its new holder")
 
-    def finish(self, ident: tuple[str, str, str], key: str, target: int, who: Identity) -> None:
+    def finish(self, ident: tuple[str, str, str], key: str, target: int, who: Identity,
+               touched: dict[int, int] | None = None) -> None:
         """The hero mirrors ``target`` of ``key``: record it and release the hold (one write).
 
-        Idempotent: a lost answer retried finds the hero already at ``target`` of ``key``."""
+        ``touched``: version -> the storage's change time (ns) after this move linked or unlinked
+        hero files of that version (``touched.{version}``, kept as a maximum): a hardlink coming or
+        going changes the published file's change time, and audit tells that apart from a
+        modification by it. Idempotent: a lost answer retried finds the hero already at ``target``."""
         _id = hero_id(*ident)
-        result = self.col.update_one({"_id": _id, "holder.attempt": who.attempt, "version": {"$lt": target}},
-                                     {"$set": {"version": target, "key": key, "holder": None, "updated_at": utcnow()}})
+        update: dict[str, Any] = {"$set": {"version": target, "key": key, "holder": None, "updated_at": utcnow()}}
+        if touched:
+            update["$max"] = {f"touched.{v}": int(ns) for v, ns in touched.items()}
+        result = self.col.update_one({"_id": _id, "holder.attempt": who.attempt, "version": {"$lt": target}}, update)
         if result.matched_count == 1:
             return
         doc = self.col.find_one({"_id": _id}) or {}
@@ -132,6 +138,11 @@ class Heroes:
             return
         raise Superseded(f"the hold on the hero of {'/'.join(ident)} was taken over before v{target:0>3} was "
                          "recorded; its new holder finishes the hero")
+
+    def touch(self, ident: tuple[str, str, str], touched: dict[int, int]) -> None:
+        """``gc`` removed hero files of those versions at those change times (see ``finish``)."""
+        if touched:
+            self.col.update_one({"_id": hero_id(*ident)}, {"$max": {f"touched.{v}": int(ns) for v, ns in touched.items()}})
 
     def release(self, ident: tuple[str, str, str], who: Identity) -> None:
         """Give the hold back without moving the hero (an attempt that stops midway): another

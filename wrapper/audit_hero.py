@@ -10,7 +10,7 @@ atomic-publish moves (the store's ``heroes`` collection), unless a publish is mo
 
 Hardlinked hero files share their inode with the version's files, so every hero move changes
 those files' change time (the link count): ``hero_link_change`` tells that apart from a
-modification, only where the file's content was verified by its hash.
+modification by the storage times the store recorded for each move (``touched``).
 """
 from __future__ import annotations
 
@@ -31,15 +31,18 @@ INVARIANT = 11
 def hero_link_change(auditor: Any, view: dict[str, Any], doc_file: dict[str, Any], st: os.stat_result,
                      committed_ns: int) -> bool:
     """A published file changed after the commit only by a hero's hardlink coming or going: its
-    content verified by hash, its modification time before the commit, its product has a hero."""
-    if not (auditor.verify_hashes and doc_file.get("hash")) or st.st_mtime_ns > committed_ns:
+    modification time before the commit, its change time no later than the last hero move that
+    linked or unlinked this version's files (the store's ``touched``, in the storage's clock). A
+    change after that is still reported, with or without hashes."""
+    if st.st_mtime_ns > committed_ns:
         return False
     subject = view.get("subset") or {}
     ident = (subject.get("project"), subject.get("asset"), subject.get("subset"))
-    cache = auditor.__dict__.setdefault("_hero_products", {})
+    cache = auditor.__dict__.setdefault("_hero_touched", {})
     if ident not in cache:
-        cache[ident] = auditor.store.heroes.get(*ident) is not None
-    return cache[ident]
+        cache[ident] = (auditor.store.heroes.get(*ident) or {}).get("touched") or {}
+    touched = int(cache[ident].get(str(int(view.get("version") or 0))) or 0)
+    return st.st_ctime_ns <= touched
 
 
 def _digest(path: str) -> str:

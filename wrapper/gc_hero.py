@@ -21,7 +21,7 @@ from typing import Any
 
 from ..idempotency import clock
 from ..idempotency.records import lease_is_live, utcnow
-from .hero_swap import finish_two_renames, leftovers
+from .hero_swap import finish_two_renames, leftovers, read_hero_marker
 
 __all__ = ["collect_heroes"]
 
@@ -55,8 +55,13 @@ def collect_heroes(collector: Any) -> None:
                 collector.say(f"put the complete hero content beside {folder} in place (an interrupted move)")
                 collector.done["hero"] += 1
                 found = leftovers(folder)
+        touched: dict[int, int] = {}
         for path in found:
             if not _idle(heroes.get(*ident), collector.older_than):  # decided again right before it goes
                 collector.leave(path, f"the hero of {'/'.join(map(str, ident))} is being moved; left for the next run")
                 continue
+            version = int((read_hero_marker(path) or {}).get("version") or 0)
             collector.remove(path, f"left by an interrupted move of the hero {folder}")
+            if version and not collector.dry_run:  # its hardlinks went: the version's files changed time
+                touched[version] = os.stat(os.path.dirname(folder)).st_ctime_ns
+        heroes.touch(ident, touched)

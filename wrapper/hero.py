@@ -135,12 +135,15 @@ class HeroStep:
             return {"state": "done", "version": number, "hero_dir": folder}
         failpoints.hit("hero.claimed")
         try:
+            touched = {number} | _versions_beside(folder)  # whose inodes this move links or unlinks
             how = self._move_folder(manifest, entry, plan, final_dir, folder, ident)
+            stamp = _storage_time(folder)
             self._fence(ident)
             hero = self._entry(manifest, entry, plan, folder)
             c.retried("write the hero version", c.store.catalog.write_hero, hero)
             failpoints.hit("hero.catalog")
-            c.retried("record the hero", c.store.heroes.finish, ident, c.key, number, c.who)
+            c.retried("record the hero", c.store.heroes.finish, ident, c.key, number, c.who,
+                      {v: stamp for v in touched if v > 0})
         except BaseException:
             try:
                 c.store.heroes.release(ident, c.who)  # another publish need not wait for the hold to expire
@@ -218,6 +221,22 @@ class HeroStep:
             data_path = files[0].path if files else rep.data_path
             reps.append(replace(rep, files=tuple(files), data_path=data_path))
         return HeroEntry(version=entry, hero_dir=folder, representations=tuple(reps))
+
+
+def _versions_beside(folder: str) -> set[int]:
+    """The versions whose content lies beside the hero (a move may unlink their files)."""
+    found = leftovers(folder, ("swap", "aside", "previous"))
+    return {int((read_hero_marker(p) or {}).get("version") or 0) for p in found}
+
+
+def _storage_time(folder: str) -> int:
+    """The storage's own clock now (ns): the change time of the hero's parent folder, which the
+    move's last rename changed after every link and unlink of the move (the same clock the
+    published files' change times come from)."""
+    try:
+        return os.stat(os.path.dirname(folder)).st_ctime_ns
+    except OSError:
+        return 0
 
 
 def _every(seconds: float, fn: Callable[[], None]) -> Callable[[], None]:

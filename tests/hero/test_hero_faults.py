@@ -166,3 +166,25 @@ def test_audit_reports_a_damaged_hero(env, store, render):
     store.catalog.project("demo").update_one({"type": "hero_version"}, {"$set": {"data.atomic_publish.version": 1}})
     details = [v["detail"] for v in audit(env, render)["violations"] if v["invariant"] == 11]
     assert any("points at v001" in d for d in details), details
+
+
+@pytest.mark.parametrize("audit_mode", [(), ("--no-hash",)], ids=["hashes", "no-hash"])
+def test_hero_links_are_no_modification_but_a_rewrite_after_them_is(env, store, render, audit_mode):
+    """Hero moves link and unlink the published files (their change time moves): audit accepts
+    that up to the storage time the store recorded for each move, and still finds a file
+    rewritten in place with its size and dates put back after it, with or without hashes."""
+    env = hero_env(env)
+    for job in ("j1", "j2", "j3", "j4"):  # v1's hero links come (j1) and go (j3: the kept previous goes)
+        publish_version(render, env, job)
+    proc = run_cli(["audit", "--root", str(render.publish_root), "--json", *audit_mode], env)
+    assert proc.returncode == 0, proc.stdout
+    victim = sorted((hero_folder(render).parent / "v001").glob("*.exr"))[0]
+    before = os.stat(victim)
+    time.sleep(0.05)
+    with open(victim, "r+b") as fh:
+        fh.write(os.urandom(before.st_size))
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    proc = run_cli(["audit", "--root", str(render.publish_root), "--json", *audit_mode], env)
+    report = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+    assert proc.returncode == 1
+    assert any(v["invariant"] == 5 and str(victim) in v["detail"] for v in report["violations"]), report
