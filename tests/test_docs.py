@@ -16,7 +16,7 @@ DOCS = ROOT / "docs"
 DEMO_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -e '.[demo]' && "
                 ".venv/bin/atomic-publish demo")
 TEST_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && "
-                ".venv/bin/python -m pytest")
+                ".venv/bin/pip install --no-deps 'ayon-python-api==1.2.25' && .venv/bin/python -m pytest")
 
 
 def test_readme_is_short_and_has_the_two_commands():
