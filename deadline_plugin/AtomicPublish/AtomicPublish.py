@@ -40,6 +40,7 @@ SETTINGS_ENTRIES = (
     ("SettingsFile", "ATOMIC_PUBLISH_SETTINGS"),
     ("Catalog", "ATOMIC_PUBLISH_CATALOG"),
     ("AyonServerUrl", "AYON_SERVER_URL"),  # as the Ayon plugin passes it; the AYON catalogue reads it
+    ("HeroProductTypes", "ATOMIC_PUBLISH_HERO"),  # hero versions for these product types (docs/hero.md)
 )
 # options of the launcher's `publish` command (ayon-core cli.py, OpenPype pype_commands) that take a value
 PUBLISH_VALUE_OPTIONS = ("--targets", "-t")
