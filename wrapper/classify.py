@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import ssl
 
 from . import errors as E
@@ -83,6 +84,8 @@ def classify(exc: BaseException) -> E.PublishError:
     if isinstance(exc, ssl.SSLError):
         return E.TransientError(f"an SSL error: {exc}")
     if isinstance(exc, OSError):
-        return classify_oserror(exc, "staging", getattr(exc, "filename", None) or "?", os.environ.get("ATOMIC_PUBLISH_WORKER", "?"))
+        # a write or fsync error names no file (os.write, os.fsync): say so rather than print "?"
+        path = getattr(exc, "filename", None) or "a file (the system did not name it)"
+        return classify_oserror(exc, "staging", path, os.environ.get("ATOMIC_PUBLISH_WORKER") or socket.gethostname())
     return E.TransientError(f"unexpected {type(exc).__name__}: {str(exc)[:300]}",
                             "the farm retries; if it repeats, report it with the task log")
