@@ -53,14 +53,15 @@ def _digest(path: str) -> str:
     return h.hexdigest()
 
 
-def _views_of(store: Any, ident: tuple[str, str, str]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(record, product view) of every published product ``ident`` whose commit asked for a hero."""
-    out = []
+def _views_by_product(store: Any) -> dict[tuple, list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """(record, product view) of every published product whose commit asked for a hero, by
+    product: one scan of the records for every hero."""
+    out: dict[tuple, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     for rec in store.records.col.find({"state": R.PUBLISHED}, projection={"attempts": 0}):
         for view in R.product_views(rec):
             s = view.get("subset") or {}
-            if (s.get("project"), s.get("asset"), s.get("subset")) == ident and view.get("hero"):
-                out.append((rec, view))
+            if view.get("hero"):
+                out.setdefault((s.get("project"), s.get("asset"), s.get("subset")), []).append((rec, view))
     return out
 
 
@@ -69,12 +70,14 @@ def check_heroes(auditor: Any) -> None:
     heroes = getattr(auditor.store, "heroes", None)
     if heroes is None:
         return
-    for doc in heroes.scan():
+    docs = heroes.scan()
+    views = _views_by_product(auditor.store) if docs else {}
+    for doc in docs:
         auditor.report.checked["heroes"] = auditor.report.checked.get("heroes", 0) + 1
-        _check_one(auditor, doc)
+        _check_one(auditor, doc, views.get((doc.get("project"), doc.get("asset"), doc.get("subset")), []))
 
 
-def _check_one(auditor: Any, doc: dict[str, Any]) -> None:
+def _check_one(auditor: Any, doc: dict[str, Any], views: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
     report, store = auditor.report, auditor.store
     ident = (doc.get("project"), doc.get("asset"), doc.get("subset"))
     name = "/".join(str(p) for p in ident)
@@ -93,7 +96,6 @@ def _check_one(auditor: Any, doc: dict[str, Any]) -> None:
         report.add(INVARIANT, key, f"hero of {name}: beside {folder} the previous content should be one folder "
                                    f"of a version below v{number:0>3}, found {len(previous)} (versions {versions})",
                    "run `atomic-publish gc`, or remove the extra ones after checking no reader uses them")
-    views = _views_of(store, ident)
     highest = max((int(v.get("version") or 0) for _, v in views), default=0)
     target = int(doc.get("target") or 0)
     if target > number:
