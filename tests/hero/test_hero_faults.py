@@ -137,8 +137,10 @@ def test_a_hold_of_a_lower_version_is_waited_for_then_the_higher_wins(env, store
 
 
 def test_a_rolled_back_publish_leaves_the_hero_where_it_was(env, store, render):
+    """v6 staged, then its job abandoned (rolled back): the hero stays at v5."""
     env = hero_env(env)
-    publish_version(render, env, "j5")
+    for job in ("j1", "j2", "j3", "j4", "j5"):
+        publish_version(render, env, job)
     m6 = render.write_manifest("manifest-j6.json", comment="six")
     staged = run_cli(["run", "--manifest", str(m6), "--job-id", "j6", "--task-id", "0", "--worker", "w1",
                       "--lease-seconds", "2"], {**env, "ATOMIC_PUBLISH_FAILPOINTS": "staged=kill"})
@@ -147,7 +149,7 @@ def test_a_rolled_back_publish_leaves_the_hero_where_it_was(env, store, render):
     proc = run_cli(["abandon", "--job-id", "j6", "--reason", "the farm job was deleted", "--json"], env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert store.records.get("deadline10:j6:0")["state"] == "ROLLED_BACK"
-    assert_hero_is(store, render, 1)
+    assert_hero_is(store, render, 5)
     assert audit(env, render)["ok"]
 
 
