@@ -95,3 +95,36 @@ def test_a_subset_removed_after_the_reservation_is_made_again(mongo_uri):
         assert col.find_one({"_id": version["parent"], "type": "subset"}) is not None
     finally:
         client.drop_database(setup.db.name)
+
+
+def test_a_transaction_left_open_by_a_stopped_attempt_is_waited_out_and_said(mongo_uri, capsys):
+    """An attempt stopped or killed inside the documents transaction leaves it open, holding its
+    documents until the server aborts it (60 s by default). The roll-forward's transaction meets
+    write conflicts meanwhile: pymongo retries them, and the log says why the commit waits (here
+    the open transaction is aborted after 2 s instead of 60)."""
+    import threading
+    import time
+
+    manifest, record, plan = golden.inputs()
+    entry = entry_from_manifest(manifest, golden.KEY, record, plan, golden.FINAL_DIR)
+    client = pymongo.MongoClient(mongo_uri, tz_aware=True)
+    catalog = OpenPypeCatalog(client, "avalon_open_txn_" + golden.KEY.split(":")[1][:8])
+    client.drop_database(catalog.db.name)
+    parents, subset_doc = parent_documents_of(entry.subject)
+    catalog.project("demo").insert_many([*parents, subset_doc])
+    version_doc, _ = version_documents_of(entry, subset_doc["_id"])
+    zombie = client.start_session()
+    zombie.start_transaction()
+    catalog.project("demo").insert_one(version_doc, session=zombie)  # the stopped attempt's, uncommitted
+    threading.Timer(2.0, zombie.abort_transaction).start()
+    try:
+        started = time.monotonic()
+        assert catalog.publish([entry]) == 3  # the version and its 2 representations, once
+        assert time.monotonic() - started >= 1.5
+        assert catalog.project("demo").count_documents({"type": "version"}) == 1
+        out = capsys.readouterr().out
+        assert "reports a write conflict while trying to insert the documents" in out
+        assert "transactionLifetimeLimitSeconds" in out
+    finally:
+        zombie.end_session()
+        client.drop_database(catalog.db.name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 from pymongo.collection import Collection
@@ -22,6 +23,7 @@ from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from ...idempotency.catalog import TRANSACTION_TOPOLOGIES
 from ...idempotency.keys import object_id
+from .. import progress
 from ..errors import CatalogAuthRefused, CatalogNumberTaken, CatalogRefused, CatalogUnavailable, PublishError
 from .base import Catalog, CatalogVersion, DuplicateNumber, PublishedFile, Subject, VersionEntry
 
@@ -273,9 +275,28 @@ class OpenPypeCatalog(Catalog):
             # since atomic-publish's first subset there, or OpenPype's own lookups by name serve.
             self.ensure_project_index(project)
         if self.supports_transactions():
-            with self.client.start_session() as session:
-                return session.with_transaction(lambda s: self._insert(entries, s))
+            return self._transaction("insert the documents", lambda s: self._insert(entries, s))
         return self._insert(entries, None)
+
+    def _transaction(self, step: str, work: Callable[[Any], T]) -> T:
+        """``work`` in one transaction, with pymongo's retries of a write conflict; said in the log
+        once they last, since the usual cause is slow to clear: the open transaction of an attempt
+        that was stopped or killed inside it, which the server aborts only after its
+        ``transactionLifetimeLimitSeconds`` (60 s by default, mongod and SecantusDB alike)."""
+        started, runs = time.monotonic(), [0]
+
+        def run(session) -> T:
+            runs[0] += 1
+            if runs[0] == 2 or (runs[0] > 2 and runs[0] % 50 == 0):
+                progress.info(f"the OpenPype database reports a write conflict while trying to {step} "
+                              f"({time.monotonic() - started:.0f} s, try {runs[0]}): another transaction holds "
+                              "these documents, usually one of an attempt stopped or killed inside it, which the "
+                              "server aborts after transactionLifetimeLimitSeconds (60 s by default); retrying "
+                              "until then, nothing to do")
+            return work(session)
+
+        with self.client.start_session() as session:
+            return session.with_transaction(run)
 
     def _insert(self, entries: list[VersionEntry], session) -> int:
         """Parents by name, then every representation, then every version (the last, visible step)."""
@@ -375,8 +396,7 @@ class OpenPypeCatalog(Catalog):
             return removed
 
         if self.supports_transactions():
-            with self.client.start_session() as session:
-                return session.with_transaction(lambda s: work(s))
+            return self._transaction("remove the documents", work)
         return work()
 
     # -- the hero version (wrapper/catalogs/openpype_hero.py) ---------------------------------
@@ -395,8 +415,7 @@ class OpenPypeCatalog(Catalog):
                                  "mirror is not visible; nothing was written",
                                  "run `atomic-publish audit`: the version's documents are missing")
         if self.supports_transactions():
-            with self.client.start_session() as session:
-                session.with_transaction(lambda s: write_hero(col, hero, subset_id, s))
+            self._transaction("write the hero version", lambda s: write_hero(col, hero, subset_id, s))
             return
         write_hero(col, hero, subset_id, None)
 
