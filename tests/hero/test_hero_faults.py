@@ -190,3 +190,22 @@ def test_hero_links_are_no_modification_but_a_rewrite_after_them_is(env, store, 
     report = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
     assert proc.returncode == 1
     assert any(v["invariant"] == 5 and str(victim) in v["detail"] for v in report["violations"]), report
+
+
+def test_concurrent_publishes_serialise_their_hero_moves_and_the_highest_wins(env, store, render):
+    """Four publishes of one product at the same moment (real processes): each reserves its own
+    number, their hero moves take turns through the store, and the hero ends at the highest."""
+    env = hero_env(env)
+    publish_version(render, env, "j0")
+    procs = []
+    for job in ("c1", "c2", "c3", "c4"):
+        manifest = render.write_manifest(f"manifest-{job}.json", comment=job)
+        procs.append(subprocess.Popen([*CLI, "run", "--manifest", str(manifest), "--job-id", job, "--task-id", "0",
+                                       "--worker", f"w-{job}", "--json"], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outs
+    versions = sorted(json.loads(o.strip().splitlines()[-1])["version"] for o in outs)
+    assert versions == [2, 3, 4, 5]
+    assert_hero_is(store, render, 5)
+    assert audit(env, render)["ok"]

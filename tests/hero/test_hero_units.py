@@ -131,3 +131,24 @@ def test_a_crash_between_two_renames_is_finished_with_the_new_content(tmp_path):
     assert not hero.exists()
     assert hs.finish_two_renames(str(hero), hs.leftovers(str(hero))) is True
     assert hs.read_hero_marker(str(hero))["version"] == 2 and not os.path.exists(new)
+
+
+def test_a_filesystem_that_refuses_the_exchange_falls_back_to_two_renames(tmp_path, monkeypatch):
+    """renameat2 answering EINVAL (NFS, SMB, FUSE): the swap is two renames, the result the same."""
+    import ctypes
+    import errno
+
+    if hs._renameat2_fn is None:
+        pytest.skip("no renameat2 here")
+
+    def refusing(*_args):
+        ctypes.set_errno(errno.EINVAL)
+        return -1
+
+    monkeypatch.setattr(hs, "_renameat2_fn", refusing)
+    hero = tmp_path / "hero"
+    hs.swap_into_place(_content(tmp_path, hero, 1), str(hero), "unused")
+    new = _content(tmp_path, hero, 2)
+    assert hs.swap_exchange_linux(new, str(hero), hs.aside_name(str(hero), "1" * 12, 2)) == "two-renames"
+    assert (hero / "a_hero.exr").read_bytes() == b"v2" and hs.read_hero_marker(new)["version"] == 1
+    assert not os.path.exists(hs.aside_name(str(hero), "1" * 12, 2))
