@@ -36,7 +36,7 @@ from .fsops import remove_tree
 from .hero_settings import HeroSettings, hero_dir, hero_file_name, hero_settings
 from .hero_swap import (HeroFile, aside_name, build_content, finish_two_renames, leftovers, previous_name,
                         read_hero_marker, retire, swap_into_place, swap_name)
-from .layout import PlannedFile, rootless
+from .layout import PlannedFile, check_inside_root, rootless
 from .manifest import Manifest
 
 __all__ = ["HeroBusy", "HeroFolderTaken", "HeroStep", "check_heroes"]
@@ -124,6 +124,8 @@ class HeroStep:
         c = self.ctx
         number = entry.number
         folder = hero_dir(manifest, self.settings)
+        os.makedirs(os.path.dirname(folder), exist_ok=True)  # a studio's hero template may name new folders
+        check_inside_root(folder, manifest.publish_root)  # no symlink on the way leads outside the root
         ident = (manifest.project_name, manifest.asset, manifest.subset)
         claim = self._claim(ident, number, folder)
         if claim.state == H.NEWER:

@@ -107,3 +107,24 @@ def test_a_hero_folder_another_tool_made_is_never_replaced(env, store, render):
     proc, out = publish(manifest, env, "j1")
     assert proc.returncode == 0 and out["outcome"] == "published", out
     assert hero_state(hero_folder(render)) == (1, version_files(render, 1))
+
+
+def test_a_studio_hero_template_elsewhere_is_created_and_used(env, store, render, tmp_path):
+    import json
+
+    settings = tmp_path / "studio.json"
+    settings.write_text(json.dumps({"roots": {"work": {"linux": str(render.publish_root)}},
+                                    "publish_template": "{root[work]}/{project[name]}/{product[name]}/{@version}",
+                                    "hero": {"product_types": ["render"],
+                                             "template": "{root[work]}/{project[name]}/latest/{product[name]}"}}))
+    env = {**env, "ATOMIC_PUBLISH_SETTINGS": str(settings)}
+    roots = {"work": {"linux": str(render.publish_root), "darwin": str(render.publish_root)}}
+    publish_version(render, env, "j1", roots=roots)
+    publish_version(render, env, "j2", roots=roots)
+    folder = render.publish_root / "demo" / "latest" / "renderCompMain"
+    number, files = hero_state(folder)
+    assert number == 2 and files == version_files(render, 2)
+    hero = store.catalog.project("demo").find_one({"type": "hero_version"})
+    reps = list(store.catalog.project("demo").find({"type": "representation", "parent": hero["_id"]}))
+    assert reps and all(f["path"].startswith("{root[work]}/demo/latest/renderCompMain/")
+                        for rep in reps for f in rep["files"])
