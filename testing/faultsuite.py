@@ -693,9 +693,15 @@ class Faults:
                     "second_store_documents": {c: other[c].count_documents({}) for c in other.list_collection_names()}}
         finally:
             client.close()
+        from ..wrapper.hero_swap import LEFTOVER_RE
+
         tag = short_hash(pub.key)
         disk = []
         for folder, dirs, files in os.walk(t.root):
+            # the product's hero and what its moves keep beside it (named with the hash of the publish
+            # that moved it) are the product's, not this key's: another publisher of the product moves
+            # the hero and retires the previous content meanwhile (seed 40258)
+            dirs[:] = [d for d in dirs if not LEFTOVER_RE.match(d)]
             rel = os.path.relpath(folder, t.root)
             marker = os.path.join(folder, ".atomic-publish.json")
             mine = tag in rel or (os.path.isfile(marker) and pub.key in open(marker, errors="replace").read())
