@@ -106,6 +106,8 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
 def _requeue_not_resubmit(todo: str) -> str:
     """The advice for a permanent failure past the point of no return: the same task must run
     again once the cause is fixed (it rolls forward); a new job would be a new key, a new version."""
+    if "requeue" in todo:  # the error already sends the reader back to this task
+        return todo
     for tail in (", then resubmit it", ", then resubmit", " and resubmit the job", " and resubmit it", " and resubmit"):
         if todo.endswith(tail):
             todo = todo[:-len(tail)]
