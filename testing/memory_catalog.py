@@ -200,17 +200,20 @@ class MemoryCatalog(Catalog):
     # -- the hero version: one per product, replaced in place ------------------------------------
     supports_hero: ClassVar[bool] = True
 
-    def _write_hero(self, hero: HeroEntry) -> None:
+    def _write_hero(self, hero: HeroEntry) -> bool:
         self._up()
         s = hero.version.subject
         with self.lock:
             product = self.products.get(self._where(s))
             if product is None:
                 raise CatalogRefused(f"product {s.describe()} does not exist; nothing was written")
+            if product.get("hero") is not None and product["hero"].number > hero.number:
+                return False
             files = tuple(f for rep in hero.representations for f in rep.files)
             product["hero"] = CatalogHero(id=memory_id("hero", *self._where(s)), number=hero.number,
                                           version_id=self._version_id(hero.version.id_parts), key=hero.version.key,
                                           files=files)
+        return True
 
     def _find_hero(self, subject: Subject) -> CatalogHero | None:
         self._up()

@@ -179,8 +179,7 @@ class HeroStep:
             files = [HeroFile(os.path.join(final_dir, p.name), hero_file_name(manifest, p, number), sizes[p.name])
                      for p in plan]
             link = self.settings.link_mode == "hardlink"
-            renew = _every(c.lease_seconds / 3.0, lambda: self._fence(ident))
-            self._fence(ident)
+            renew = _every(c.lease_seconds / 3.0, lambda: self._fence(ident))  # the claim just proved the hold
             linked, copied = build_content(new, files, {"key": c.key, "version": number, "epoch": c.epoch,
                                                         "subset": manifest.subset},
                                            link, check=lambda: (c.check(), renew()))

@@ -501,10 +501,10 @@ class AyonCatalog(Catalog):
     supports_hero: ClassVar[bool] = True
 
     @_mapped("write the hero version")
-    def _write_hero(self, hero) -> None:
+    def _write_hero(self, hero) -> bool:
         from .ayon_hero import write_hero
 
-        write_hero(self, hero, entity_id)
+        return write_hero(self, hero, entity_id)
 
     @_mapped("read the hero version")
     def _find_hero(self, subject: Subject):

@@ -31,8 +31,10 @@ def _task_id(cat: Any, subject: Subject) -> str | None:
     return task["id"] if task else None
 
 
-def write_hero(cat: Any, hero: HeroEntry, entity_id: Any) -> None:
-    """One batch: the hero version entity created or updated to ``-N``, its representations."""
+def write_hero(cat: Any, hero: HeroEntry, entity_id: Any) -> bool:
+    """One batch: the hero version entity created or updated to ``-N``, its representations.
+    False, and nothing sent, when the hero mirrors a higher number already (only forward; the
+    hero step's hold in the state store keeps other atomic-publish writers out meanwhile)."""
     entry = hero.version
     s, project = entry.subject, entry.subject.project_name
     product_id = cat._find_subject(s)
@@ -42,6 +44,8 @@ def write_hero(cat: Any, hero: HeroEntry, entity_id: Any) -> None:
                              "run `atomic-publish audit`: the version is missing in AYON")
     con = cat.con
     existing = con.get_hero_version_by_product_id(project, product_id, fields=HERO_FIELDS)
+    if existing is not None and abs(int(existing["version"])) > int(entry.number):
+        return False
     hero_id = existing["id"] if existing else entity_id("hero_version", project, product_id)
     body = cat._version_entity(entry, product_id, _task_id(cat, s), cat._version_attributes())
     body["id"], body["version"] = hero_id, -abs(int(entry.number))
@@ -74,6 +78,7 @@ def write_hero(cat: Any, hero: HeroEntry, entity_id: Any) -> None:
         raise CatalogRefused(f"the AYON server {cat.url} refused the hero of {s.describe()} (v{entry.number:0>3}): "
                              f"{failed.get('errorCode') or 'no code'}: {str(failed.get('detail') or '')[:200]}; "
                              "nothing of it was kept")
+    return True
 
 
 def find_hero(cat: Any, subject: Subject) -> CatalogHero | None:

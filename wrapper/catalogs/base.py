@@ -294,16 +294,14 @@ class Catalog(ABC):
         version lacks are removed. In one transaction or batch where the backend has one.
 
         Only forward: a hero that points at a higher number already is left as it is (returns
-        False). Idempotent: writing the same hero again changes nothing visible (returns True).
-        Raises ``CatalogUnavailable``, ``CatalogRefused`` (also for a backend without heroes)."""
+        False); the backend compares the number it replaces inside its own transaction or batch,
+        so no read here can go stale before the write. Idempotent: writing the same hero again
+        changes nothing visible (returns True). Raises ``CatalogUnavailable``, ``CatalogRefused``
+        (also for a backend without heroes)."""
         if not self.supports_hero:
             raise CatalogRefused(f"the {self.name} catalogue has no hero versions; turn the hero off for this "
                                  "product type (ATOMIC_PUBLISH_HERO, studio settings hero.product_types)")
-        current = self._find_hero(hero.version.subject)
-        if current is not None and current.number > hero.number:
-            return False
-        self._write_hero(hero)
-        return True
+        return bool(self._write_hero(hero))
 
     def hero_of(self, subject: Subject) -> CatalogHero | None:
         """The product's hero as the catalogue has it, or None (``audit``). Idempotent: reads only."""
@@ -311,8 +309,9 @@ class Catalog(ABC):
             return None
         return self._find_hero(subject)
 
-    def _write_hero(self, hero: HeroEntry) -> None:
-        """Backends with ``supports_hero`` write the hero entry and its representations."""
+    def _write_hero(self, hero: HeroEntry) -> bool:
+        """Backends with ``supports_hero``: write the hero entry and its representations unless the
+        hero points at a higher number already (then write nothing and return False)."""
         raise NotImplementedError
 
     def _find_hero(self, subject: Subject) -> CatalogHero | None:

@@ -404,7 +404,7 @@ class OpenPypeCatalog(Catalog):
     supports_hero: ClassVar[bool] = True
 
     @_mapped("write the hero version")
-    def _write_hero(self, hero) -> None:
+    def _write_hero(self, hero) -> bool:
         from .openpype_hero import write_hero
 
         subject = hero.version.subject
@@ -415,9 +415,8 @@ class OpenPypeCatalog(Catalog):
                                  "mirror is not visible; nothing was written",
                                  "run `atomic-publish audit`: the version's documents are missing")
         if self.supports_transactions():
-            self._transaction("write the hero version", lambda s: write_hero(col, hero, subset_id, s))
-            return
-        write_hero(col, hero, subset_id, None)
+            return self._transaction("write the hero version", lambda s: write_hero(col, hero, subset_id, s))
+        return write_hero(col, hero, subset_id, None)
 
     @_mapped("read the hero version")
     def _find_hero(self, subject: Subject):
