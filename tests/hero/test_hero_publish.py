@@ -3,8 +3,6 @@ folder and the hero_version document mirror the highest; out-of-order commits an
 never move it back (issue 14)."""
 from __future__ import annotations
 
-import pymongo
-
 from hero_helpers import hero_env, hero_folder, hero_state, publish_version, version_files
 
 
