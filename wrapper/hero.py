@@ -118,6 +118,12 @@ class HeroStep:
             c.check()
             time.sleep(POLL_SECONDS)
 
+    def _touched(self, ident: tuple[str, str, str], number: int, folder: str) -> None:
+        """Record that hero links of v``number`` came or went up to now (the storage's clock), for a
+        move that ends without ``finish``; harmless to repeat (a maximum)."""
+        self.ctx.retried("record the hero links", self.ctx.store.heroes.touch, ident,
+                         {number: _storage_time(folder)})
+
     # -- one product -------------------------------------------------------------------------
     def run(self, manifest: Manifest, entry: VersionEntry, plan: list[PlannedFile], final_dir: str) -> dict[str, Any]:
         """Make ``entry`` the hero of its product; returns the record's receipt of what happened."""
@@ -130,6 +136,11 @@ class HeroStep:
         claim = self._claim(ident, number, folder)
         if claim.state == H.NEWER:
             newer = max(int(claim.doc.get("version") or 0), int(claim.doc.get("target") or 0))
+            if c.epoch > 1:
+                # an earlier attempt of this key may have linked N's files into a hero and crashed before
+                # recording it, and a newer hero has moved in since (seeds 50009, 50023): those links
+                # changed the files' change time, which audit must tell from a modification
+                self._touched(ident, number, folder)
             progress.info(f"hero of {manifest.subset} stays with v{newer:0>3}, newer than v{number:0>3} (a hero only "
                           "moves forward)")
             return {"state": "newer", "version": number, "hero_version": newer, "hero_dir": folder}
@@ -191,6 +202,7 @@ class HeroStep:
                 # a zombie frozen between its fence and the swap, woken after a newer hero moved in:
                 # it puts the newer content back at once (the same swap again) and changes nothing more
                 swap_into_place(new, folder, aside)
+                self._touched(ident, number, folder)  # its links, now in the swap folder beside the hero
                 raise Superseded(f"hero v{displaced.get('version')} of {manifest.subset} moved in while this attempt "
                                  f"waited to swap v{number:0>3}; the newer hero was put back")
             failpoints.hit("hero.swapped")

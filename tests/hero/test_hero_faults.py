@@ -209,3 +209,25 @@ def test_concurrent_publishes_serialise_their_hero_moves_and_the_highest_wins(en
     assert versions == [2, 3, 4, 5]
     assert_hero_is(store, render, 5)
     assert audit(env, render)["ok"]
+
+
+def test_a_move_cut_short_and_overtaken_by_a_newer_hero_keeps_audit_clean(env, store, render):
+    """v1's attempt links v1's files into the hero, swaps, and fails before recording the move; v2
+    moves the hero on meanwhile; v1's retry finds a newer hero and stops there. The links changed
+    v1's files' change time after its commit: the retry records it, so audit tells it from a
+    modification (the soak's seeds 50009 and 50023 reported v1's files 'changed after the commit')."""
+    env = hero_env(env)
+    for f in render.frames:
+        f.write_bytes(os.urandom(4096) + b"j1")
+    first = render.write_manifest("manifest-j1.json", comment="j1")
+    proc = run_cli(["run", "--manifest", str(first), "--job-id", "j1", "--task-id", "0", "--worker", "w1"],
+                   {**env, "ATOMIC_PUBLISH_FAILPOINTS": "hero.swapped=raise"})
+    assert proc.returncode == 75, proc.stdout + proc.stderr
+    assert hero_state(hero_folder(render))[0] == 1
+    publish_version(render, env, "j2")  # v2, the hero moves to it
+    retry, out = publish(first, env, "j1")
+    assert retry.returncode == 0 and out["version"] == 1, retry.stdout + retry.stderr
+    assert "stays with v002" in retry.stdout
+    assert_hero_is(store, render, 2)
+    report = audit(env, render)
+    assert report["ok"], report["violations"]
