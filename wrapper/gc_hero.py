@@ -11,8 +11,10 @@ before each change, as the records are for staging folders), and only after ``--
 
 * the hero path missing with a complete new content beside it (a crash between two renames):
   that content is put in place (one rename), so that readers find a hero again;
-* every leftover then goes. A COMMITTING publish whose move was interrupted redoes it from its
-  version folder on its next attempt.
+* every leftover then goes, and the previous hero's content that the last move kept for the
+  readers that had resolved the hero just before it (``--older-than`` after that move nobody
+  needs it). A COMMITTING publish whose move was interrupted redoes it from its version folder
+  on its next attempt.
 """
 from __future__ import annotations
 
@@ -39,7 +41,9 @@ def collect_heroes(collector: Any) -> None:
     collector.done.setdefault("hero", 0)
     for doc in heroes.scan():
         folder = doc.get("hero_dir") or ""
-        found = leftovers(folder) if folder else []
+        # with the previous hero's content, which a move keeps for the readers that resolved the hero
+        # just before it: --older-than after the last move, nobody needs it any more
+        found = leftovers(folder, ("swap", "aside", "previous")) if folder else []
         if not found:
             continue
         ident = (doc.get("project"), doc.get("asset"), doc.get("subset"))
@@ -54,14 +58,16 @@ def collect_heroes(collector: Any) -> None:
             elif _idle(heroes.get(*ident), collector.older_than) and finish_two_renames(folder, found):
                 collector.say(f"put the complete hero content beside {folder} in place (an interrupted move)")
                 collector.done["hero"] += 1
-                found = leftovers(folder)
+                found = leftovers(folder, ("swap", "aside", "previous"))
         touched: dict[int, int] = {}
         for path in found:
             if not _idle(heroes.get(*ident), collector.older_than):  # decided again right before it goes
                 collector.leave(path, f"the hero of {'/'.join(map(str, ident))} is being moved; left for the next run")
                 continue
             version = int((read_hero_marker(path) or {}).get("version") or 0)
-            collector.remove(path, f"left by an interrupted move of the hero {folder}")
+            collector.remove(path, f"the previous content of the hero {folder} (v{version:0>3}), kept for its "
+                                   "readers until --older-than after the last move" if ".hero-previous-" in path
+                             else f"left by an interrupted move of the hero {folder}")
             if version and not collector.dry_run:  # its hardlinks went: the version's files changed time
                 touched[version] = os.stat(os.path.dirname(folder)).st_ctime_ns
         heroes.touch(ident, touched)

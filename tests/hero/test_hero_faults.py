@@ -88,6 +88,25 @@ def test_gc_finishes_what_a_killed_move_left_beside_the_hero(env, store, render)
     assert_hero_is(store, render, 2)
 
 
+def test_gc_removes_the_kept_previous_hero_only_after_older_than(env, store, render):
+    """A move keeps the previous hero's content beside the hero for the readers that resolved it
+    just before; gc leaves it while the move is recent and removes it --older-than after, never the
+    hero itself; audit stays clean (the unlinks are recorded)."""
+    env = hero_env(env)
+    publish_version(render, env, "j1")
+    publish_version(render, env, "j2")
+    previous = [p for p in hero_folder(render).parent.iterdir() if ".hero-previous-" in p.name]
+    assert len(previous) == 1 and hero_state(previous[0])[0] == 1
+    recent = run_cli(["gc", "--older-than", "1h"], env)
+    assert recent.returncode == 0 and previous[0].exists(), recent.stdout
+    proc = run_cli(["gc", "--older-than", "0s"], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not previous[0].exists() and "the previous content of the hero" in proc.stdout
+    assert_hero_is(store, render, 2)
+    report = audit(env, render)
+    assert report["ok"], report["violations"]
+
+
 def test_two_publishes_committing_out_of_order_end_with_the_higher_hero(env, store, render):
     env = hero_env(env)
     for job in ("j1", "j2", "j3"):
