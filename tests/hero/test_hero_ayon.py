@@ -109,3 +109,29 @@ def test_ayon_out_of_order_commits_keep_the_higher_hero(studio):
     assert_heroes_are(studio, 3)
     code, report, text = studio.audit()
     assert (code, report["violations"]) == (0, []), text
+
+
+def test_ayon_a_rolled_back_publish_leaves_the_heroes_where_they_were(studio):
+    """v2 of every product staged, then its job abandoned (rolled back): every hero stays at v1 on
+    disk and in AYON, and v2 is visible nowhere."""
+    import time
+
+    _rerender(studio, "j1")
+    assert _run(studio, "j1")[0] == 0
+    _rerender(studio, "j2")
+    env = {**studio.env, "ATOMIC_PUBLISH_FAILPOINTS": "staged=kill"}
+    proc = run_cli(["run", "--metadata", str(studio.render.write()), "--job-id", "j2", "--task-id", "0",
+                    "--worker", "w1", "--lease-seconds", "2"], env)
+    assert proc.returncode == -9
+    time.sleep(2.5)
+    proc = run_cli(["abandon", "--job-id", "j2", "--reason", "the farm job was deleted", "--json"], studio.env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_heroes_are(studio, 1)
+    folder = studio.con.get_folder_by_path(PROJECT, "/shots/sq01/sh010")
+    for aov in ("beauty", "Z", "N"):
+        product = studio.con.get_product_by_name(PROJECT, f"renderMain_{aov}", folder["id"])
+        numbers = sorted(v["version"] for v in studio.con.get_versions(PROJECT, product_ids=[product["id"]],
+                                                                       active=None))
+        assert numbers == [-1, 1], (aov, numbers)  # the hero (-1) and v001; nothing of v002
+    code, report, text = studio.audit()
+    assert (code, report["violations"]) == (0, []), text
