@@ -122,7 +122,7 @@ class HeroStep:
         """Record that hero links of v``number`` came or went up to now (the storage's clock), for a
         move that ends without ``finish``; harmless to repeat (a maximum)."""
         self.ctx.retried("record the hero links", self.ctx.store.heroes.touch, ident,
-                         {number: _storage_time(folder)})
+                         {number: _storage_time(folder, beside=True)})
 
     # -- one product -------------------------------------------------------------------------
     def run(self, manifest: Manifest, entry: VersionEntry, plan: list[PlannedFile], final_dir: str) -> dict[str, Any]:
@@ -159,9 +159,12 @@ class HeroStep:
                       {v: stamp for v in touched if v > 0})
         except BaseException:
             try:
+                # a move cut short after linking some of N's files (a zombie stopped while it built, then
+                # superseded: seed 60561) changed their change time: say so for audit (a maximum)
+                c.store.heroes.touch(ident, {number: _storage_time(folder, beside=True)})
                 c.store.heroes.release(ident, c.who)  # another publish need not wait for the hold to expire
             except Exception:
-                pass  # it expires on its own
+                pass  # it expires on its own; the leftover's removal records its unlinks
             raise
         failpoints.hit("hero.done")
         progress.status(f"hero of {manifest.subset} is v{number:0>3} at {folder} ({how})")
@@ -242,14 +245,19 @@ def _versions_beside(folder: str) -> set[int]:
     return {int((read_hero_marker(p) or {}).get("version") or 0) for p in found}
 
 
-def _storage_time(folder: str) -> int:
+def _storage_time(folder: str, beside: bool = False) -> int:
     """The storage's own clock now (ns): the change time of the hero's parent folder, which the
     move's last rename changed after every link and unlink of the move (the same clock the
-    published files' change times come from)."""
-    try:
-        return os.stat(os.path.dirname(folder)).st_ctime_ns
-    except OSError:
-        return 0
+    published files' change times come from). ``beside``: also the folders an unfinished move
+    left there, whose change time is that of the last link made inside them (a move cut short
+    before its rename)."""
+    times = []
+    for path in [os.path.dirname(folder), *(leftovers(folder) if beside else [])]:
+        try:
+            times.append(os.stat(path).st_ctime_ns)
+        except OSError:
+            continue
+    return max(times, default=0)
 
 
 def _every(seconds: float, fn: Callable[[], None]) -> Callable[[], None]:
