@@ -69,6 +69,7 @@ HAPPY_POINTS = tuple(p for p in _failpoints.POINTS if not p.startswith("rollback
 ACTIONS = tuple(_failpoints.ACTIONS)
 ENDING_ACTIONS = tuple(a for a in ACTIONS if a != "hang")  # the random trials' failpoints end the attempt
 EXIT_TRANSIENT, EXIT_BUSY, EXIT_WORKER_LOCAL, EXIT_PERMANENT = 75, 76, 77, 78
+EXIT_FAILPOINT = 70  # a failpoint's "exit" action (wrapper/failpoints.py)
 NO_SPACE = re.compile(r"no space left|quota exceeded|ENOSPC|EDQUOT|errno 28\b|errno 122\b", re.IGNORECASE)
 CLOCK_WARNING = re.compile(r"clock is \d+ s (behind|ahead of)")
 
@@ -650,9 +651,11 @@ class Faults:
             final = "class=permanent" in result or "class=worker-local" in result
             blamed = NO_SPACE.search(result) or re.search(r"\bsource\b", result.split(":", 1)[-1])
             # a rollback trial's gate refuses on purpose (78): that ending is not the disk's doing; nor
-            # is a death by signal (the plan's kill failpoint, a SIGKILL at a random time): the fault injected
+            # is a death by signal (the plan's kill failpoint, a SIGKILL at a random time) or the plan's
+            # exit failpoint reached after the disk was met (exit 70, seed 70677): the fault injected
+            planned_exit = code == EXIT_FAILPOINT and i == 0 and "=exit" in (pub.plan.get("failpoints") or "")
             if (final and blamed) or (code >= 0 and code not in (0, EXIT_TRANSIENT, EXIT_BUSY)
-                                      and not trial.rollback):
+                                      and not trial.rollback and not planned_exit):
                 self.problems.append(f"{pub.job} attempt {i + 1} met the full disk and exited {code}, not transient "
                                      f"(nor completed after freeing): {result or out.strip()[-300:]}")
         skew = self.skew(pub, i)
