@@ -168,13 +168,8 @@ def swap_exchange_linux(new: str, hero_dir: str, aside: str) -> str:
     Falls back to ``swap_two_renames`` (its window) where the filesystem refuses the flag."""
     if _renameat2_fn is None:
         raise NotImplementedError("renameat2 is not available on this system")
-    if _renameat2_fn(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(hero_dir), _RENAME_EXCHANGE) == 0:
-        fsync_dir(os.path.dirname(hero_dir))
-        return "exchanged"
-    err = ctypes.get_errno()
-    if _refused(err):
-        return swap_two_renames(new, hero_dir, aside)
-    raise OSError(err, os.strerror(err), new, None, hero_dir)
+    rc = _renameat2_fn(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(hero_dir), _RENAME_EXCHANGE)
+    return _after_exchange(rc, new, hero_dir, aside)
 
 
 def swap_exchange_macos(new: str, hero_dir: str, aside: str) -> str:
@@ -184,7 +179,14 @@ def swap_exchange_macos(new: str, hero_dir: str, aside: str) -> str:
     SMB and NFS mounts)."""
     if _renamex_np_fn is None:
         raise NotImplementedError("renamex_np is only available on macOS")
-    if _renamex_np_fn(os.fsencode(new), os.fsencode(hero_dir), _RENAME_SWAP) == 0:
+    return _after_exchange(_renamex_np_fn(os.fsencode(new), os.fsencode(hero_dir), _RENAME_SWAP), new, hero_dir,
+                           aside)
+
+
+def _after_exchange(rc: int, new: str, hero_dir: str, aside: str) -> str:
+    """What an exchange call's return code means, on either platform: done (made durable), refused
+    by the filesystem (two renames instead), or an error."""
+    if rc == 0:
         fsync_dir(os.path.dirname(hero_dir))
         return "exchanged"
     err = ctypes.get_errno()
