@@ -12,6 +12,7 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def make_render(folder: Path, frames: int = 24, size: int = 256 * 1024) -> dict:
@@ -124,11 +125,7 @@ def main(args: argparse.Namespace) -> int:
         files = write_job_files(manifest, folder / "job", name="Publish - renderCompMain")
         print(f"  job files: {files.job_info} and {files.plugin_info}")
         offline = folder / "offline" / "projects"
-        worker_env = {
-            "worker-1": {"ATOMIC_PUBLISH_FARM_PATH_MAPPING": f"{manifest_data['publish_root']}=>{offline}"},
-            "worker-2": {"ATOMIC_PUBLISH_FARM_WORKER_DELAY": "2"},
-            "worker-3": {"ATOMIC_PUBLISH_FARM_WORKER_DELAY": "2"},
-        }
+        worker_env = story_workers(manifest_data["publish_root"], offline)
         print("  farm: 3 workers; worker-1 maps the publish root to a mount that does not exist, "
               "worker-2 and worker-3 come online 2 s later\n")
         result = run_farm(files.job_info, files.plugin_info, workers=3, store_uri=uri, worker_env=worker_env,
@@ -248,6 +245,14 @@ def start_ayon_server(data: Path, api_key: str, port: int = 0):
     env = dict(os.environ, FAKE_AYON_API_KEY=api_key)
     return spawn_fake("atomic_publish.testing.fake_ayon", ["--data", str(data), "--port", str(port)], BANNER,
                       env=env)
+
+
+def story_workers(share: Any, offline: Any) -> dict[str, dict[str, str]]:
+    """The demo's three workers: worker-1 maps ``share`` to a mount that does not exist (so it is
+    deny-listed), worker-2 and worker-3 come online 2 s later and publish."""
+    return {"worker-1": {"ATOMIC_PUBLISH_FARM_PATH_MAPPING": f"{share}=>{offline}"},
+            "worker-2": {"ATOMIC_PUBLISH_FARM_WORKER_DELAY": "2"},
+            "worker-3": {"ATOMIC_PUBLISH_FARM_WORKER_DELAY": "2"}}
 
 
 def stop_process(proc) -> None:
@@ -380,11 +385,7 @@ def ayon_story(folder: Path, uri: str, started_store: bool) -> int:
         print("  ftrack: a gate integration in the studio settings, for every product: one AssetVersion per "
               "product, created unpublished before the commit and published after it")
         offline = folder / "offline" / "work"
-        worker_env = {
-            "worker-1": {"ATOMIC_PUBLISH_FARM_PATH_MAPPING": f"{work}=>{offline}"},
-            "worker-2": {"ATOMIC_PUBLISH_FARM_WORKER_DELAY": "2"},
-            "worker-3": {"ATOMIC_PUBLISH_FARM_WORKER_DELAY": "2"},
-        }
+        worker_env = story_workers(work, offline)
         print("  farm: 3 workers, plugin configuration Catalog=ayon, AyonServerUrl, AyonApiKey (a random key, "
               "handed to each task in a 0600 secrets file), SettingsFile, FtrackServer/FtrackApiUser/FtrackApiKey; "
               "worker-1 maps the project share (the "
