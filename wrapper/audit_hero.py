@@ -21,7 +21,7 @@ from typing import Any
 from ..idempotency import records as R
 from ..idempotency.records import lease_is_live, utcnow
 from .commit import MARKER
-from .hero_swap import HERO_MARKER, leftovers, read_hero_marker
+from .hero_swap import HERO_MARKER, leftovers, marker_version, read_hero_marker
 
 __all__ = ["check_heroes", "hero_link_change"]
 
@@ -32,17 +32,23 @@ def hero_link_change(auditor: Any, view: dict[str, Any], doc_file: dict[str, Any
                      committed_ns: int) -> bool:
     """A published file changed after the commit only by a hero's hardlink coming or going: its
     modification time before the commit, its change time no later than the last hero move that
-    linked or unlinked this version's files (the store's ``touched``, in the storage's clock). A
-    change after that is still reported, with or without hashes."""
+    linked or unlinked this version's files (the store's ``touched``, in the storage's clock), or
+    any time while a content folder of this version lies beside the hero from a move or gc cut
+    short (its links being made or removed, not yet recorded; audit reports that folder under
+    invariant 11). A change after that is still reported, with or without hashes."""
     if st.st_mtime_ns > committed_ns:
         return False
     subject = view.get("subset") or {}
     ident = (subject.get("project"), subject.get("asset"), subject.get("subset"))
     cache = auditor.__dict__.setdefault("_hero_touched", {})
     if ident not in cache:
-        cache[ident] = (auditor.store.heroes.get(*ident) or {}).get("touched") or {}
-    touched = int(cache[ident].get(str(int(view.get("version") or 0))) or 0)
-    return st.st_ctime_ns <= touched
+        doc = auditor.store.heroes.get(*ident) or {}
+        folder = doc.get("hero_dir") or ""
+        cut_short = {marker_version(p) for p in leftovers(folder)} if folder else set()
+        cache[ident] = (doc.get("touched") or {}, cut_short)
+    touched, cut_short = cache[ident]
+    number = int(view.get("version") or 0)
+    return number in cut_short or st.st_ctime_ns <= int(touched.get(str(number)) or 0)
 
 
 def _digest(path: str) -> str:

@@ -29,6 +29,7 @@ POINTS: dict[str, str] = {
     "hero.claimed": "after the product's hero is claimed in the store (hero versions on)",
     "hero.staged": "after the new hero content is built beside the hero folder",
     "hero.swapped": "after the new hero content is swapped into the hero folder",
+    "hero.emptied": "after a content folder beside the hero is emptied, before the store records it",
     "hero.catalog": "after the catalogue's hero entry points at the new version",
     "hero.done": "after the store records the new hero and the hold is released",
     "commit.published": "after the record says PUBLISHED, before the attempt ends",

@@ -6,13 +6,15 @@ of the key (a COMMITTING record always reaches PUBLISHED). Each step is idempote
 
 1. claim the product's hero in the store (idempotency/heroes.py): only forward, one mover at a
    time, a busy hero waited for, a newer one left alone;          failpoint ``hero.claimed``
-2. remove what crashed moves left beside the hero folder; build N's files in a hidden sibling
-   (hardlinks, copies where links are refused);                    failpoint ``hero.staged``
+2. empty what crashed moves left beside the hero folder (each keeps its marker until step 5
+   recorded whose hardlinks went); build N's files in a hidden sibling (hardlinks, copies
+   where links are refused);                                        failpoint ``hero.staged``
 3. swap it into place in one step (wrapper/hero_swap.py); the old content is kept as the one
    ``previous`` folder until the next move (readers that resolved it keep complete files), the
    one before it goes;                                              failpoint ``hero.swapped``
 4. point the catalogue's hero entry at N (``Catalog.write_hero``); failpoint ``hero.catalog``
-5. record N as the hero and release the hold.                      failpoint ``hero.done``
+5. record N as the hero, and the versions whose hardlinks the move made or removed, and
+   release the hold; then the emptied folders go.                  failpoint ``hero.done``
 
 The hero folder's marker says which version it holds, so a retry skips the swap it already made.
 Before each change of the folder or the entry the attempt proves it still holds both its record
@@ -32,10 +34,10 @@ from ..idempotency.records import Identity, utcnow
 from . import failpoints, progress
 from .catalogs.base import HeroEntry, PublishedFile, VersionEntry
 from .errors import BusyError, DestinationError, ManifestError, Superseded
-from .fsops import remove_tree
 from .hero_settings import HeroSettings, hero_dir, hero_file_name, hero_settings
-from .hero_swap import (HeroFile, aside_name, build_content, finish_two_renames, leftovers, previous_name,
-                        read_hero_marker, retire, swap_into_place, swap_name)
+from .hero_swap import (HeroFile, aside_name, build_content, drop_emptied, empty_content, finish_two_renames,
+                        leftovers, marker_version, previous_name, read_hero_marker, retire, swap_into_place,
+                        swap_name)
 from .layout import PlannedFile, check_inside_root, rootless
 from .manifest import Manifest
 
@@ -119,10 +121,20 @@ class HeroStep:
             time.sleep(POLL_SECONDS)
 
     def _touched(self, ident: tuple[str, str, str], number: int, folder: str) -> None:
-        """Record that hero links of v``number`` came or went up to now (the storage's clock), for a
-        move that ends without ``finish``; harmless to repeat (a maximum)."""
+        """Record that hero links of v``number`` came or went up to now (the storage's clock: the
+        change times beside the hero ``folder``), for a move that ends without ``finish``;
+        harmless to repeat (a maximum)."""
         self.ctx.retried("record the hero links", self.ctx.store.heroes.touch, ident,
                          {number: _storage_time(folder, beside=True)})
+
+    def _sweep_emptied(self, ident: tuple[str, str, str], folder: str) -> None:
+        """A move killed between recording the hero and dropping the folders it emptied: each
+        one's unlinks are recorded again (a maximum, harmless if they were), then it goes."""
+        for gone in leftovers(folder, ("gone",)):
+            version = marker_version(gone)
+            if version:
+                self._touched(ident, version, folder)  # the gone folders' change times are beside it
+            _drop([(gone, version)])
 
     # -- one product -------------------------------------------------------------------------
     def run(self, manifest: Manifest, entry: VersionEntry, plan: list[PlannedFile], final_dir: str) -> dict[str, Any]:
@@ -145,18 +157,21 @@ class HeroStep:
                           "moves forward)")
             return {"state": "newer", "version": number, "hero_version": newer, "hero_dir": folder}
         if claim.state == H.DONE:
+            self._sweep_emptied(ident, folder)
             return {"state": "done", "version": number, "hero_dir": folder}
         failpoints.hit("hero.claimed")
         try:
             touched = {number} | _versions_beside(folder)  # whose inodes this move links or unlinks
-            how = self._move_folder(manifest, entry, plan, final_dir, folder, ident)
-            stamp = _storage_time(folder)
+            how, emptied = self._move_folder(manifest, entry, plan, final_dir, folder, ident)
+            touched |= {v for _, v in emptied}
+            stamp = _storage_time(folder, beside=True)  # after every link and unlink of the move
             self._fence(ident)
             hero = self._entry(manifest, entry, plan, folder)
             c.retried("write the hero version", c.store.catalog.write_hero, hero)
             failpoints.hit("hero.catalog")
             c.retried("record the hero", c.store.heroes.finish, ident, c.key, number, c.who,
                       {v: stamp for v in touched if v > 0})
+            _drop(emptied)  # their unlinks are recorded: the markers may go
         except BaseException:
             try:
                 # a move cut short after linking some of N's files (a zombie stopped while it built, then
@@ -171,13 +186,15 @@ class HeroStep:
         return {"state": "moved", "version": number, "hero_dir": folder, "how": how}
 
     def _move_folder(self, manifest: Manifest, entry: VersionEntry, plan: list[PlannedFile], final_dir: str,
-                     folder: str, ident: tuple[str, str, str]) -> str:
-        """Steps 2 and 3: the hero folder holds N's files when this returns."""
+                     folder: str, ident: tuple[str, str, str]) -> tuple[str, list[tuple[str, int]]]:
+        """Steps 2 and 3: the hero folder holds N's files when this returns. Also returns the
+        content folders it emptied, (gone folder, version), for ``finish`` to record first."""
         c = self.ctx
         number = entry.number
         found = leftovers(folder)
         if finish_two_renames(folder, found):  # a crash between two renames: the new content in place first
             found = leftovers(folder)
+        emptied: list[tuple[str, int]] = []
         marker = read_hero_marker(folder) if os.path.lexists(folder) else None
         if os.path.lexists(folder) and marker is None:
             raise HeroFolderTaken(f"hero folder {folder} of {manifest.subset} exists without an atomic-publish hero "
@@ -186,7 +203,7 @@ class HeroStep:
             how = "already-in-place"
         else:
             for old in found:  # what crashed moves left (this holder's earlier epochs' or a dead holder's)
-                remove_tree(old)
+                emptied.append(empty_content(old))
             key_hash = short_hash(c.key)
             new, aside = swap_name(folder, key_hash, c.epoch), aside_name(folder, key_hash, c.epoch)
             sizes = {f.name: f.size for rep in entry.representations for f in rep.files}
@@ -211,18 +228,19 @@ class HeroStep:
             failpoints.hit("hero.swapped")
             progress.info(f"hero of {manifest.subset}: v{number:0>3} put in place ({how}; {linked} linked, "
                           f"{copied} copied)")
-        self._retire(folder, number)
-        return how
+        return how, emptied + self._retire(folder, number)
 
-    def _retire(self, folder: str, number: int) -> None:
+    def _retire(self, folder: str, number: int) -> list[tuple[str, int]]:
         """The previous hero's content becomes the one kept ``previous`` folder (hero_swap.retire);
         what cannot be removed yet (Windows: a reader still has a file open) is left for the next
-        move or ``gc``: the hero itself is in place."""
+        move or ``gc``: the hero itself is in place. Returns what it emptied."""
         c = self.ctx
-        for old, exc in retire(folder, number, self.settings.keep_previous, previous_name(folder, short_hash(c.key),
-                                                                                          c.epoch)):
+        failed, emptied = retire(folder, number, self.settings.keep_previous,
+                                 previous_name(folder, short_hash(c.key), c.epoch))
+        for old, exc in failed:
             progress.info(f"warning: {old} beside the hero could not be removed yet ({exc}); the hero is in place, "
                           "the next move of this hero or `atomic-publish gc` removes it")
+        return emptied
 
     def _entry(self, manifest: Manifest, entry: VersionEntry, plan: list[PlannedFile], folder: str) -> HeroEntry:
         """The version's representations with the hero folder's paths."""
@@ -241,16 +259,25 @@ class HeroStep:
 
 def _versions_beside(folder: str) -> set[int]:
     """The versions whose content lies beside the hero (a move may unlink their files)."""
-    found = leftovers(folder, ("swap", "aside", "previous"))
-    return {int((read_hero_marker(p) or {}).get("version") or 0) for p in found}
+    return {marker_version(p) for p in leftovers(folder, ("swap", "aside", "previous", "gone"))}
+
+
+def _drop(emptied: list[tuple[str, int]]) -> None:
+    """The emptied folders' markers and folders; one that resists is left for the next move or gc
+    (its marker still names its version, whose unlinks are recorded)."""
+    for gone, _ in emptied:
+        try:
+            drop_emptied(gone)
+        except OSError as exc:
+            progress.info(f"warning: {gone} beside the hero could not be removed yet ({exc}); the hero is in "
+                          "place, the next move of this hero or `atomic-publish gc` removes it")
 
 
 def _storage_time(folder: str, beside: bool = False) -> int:
     """The storage's own clock now (ns): the change time of the hero's parent folder, which the
-    move's last rename changed after every link and unlink of the move (the same clock the
-    published files' change times come from). ``beside``: also the folders an unfinished move
-    left there, whose change time is that of the last link made inside them (a move cut short
-    before its rename)."""
+    move's last rename changed (the same clock the published files' change times come from).
+    ``beside``: also the folders beside the hero, whose change time is that of the last link
+    made or removed inside them (a content folder being built, or emptied after the rename)."""
     times = []
     for path in [os.path.dirname(folder), *(leftovers(folder) if beside else [])]:
         try:

@@ -18,12 +18,17 @@ chosen once, at import (``swap_into_place.__name__`` names it), one function per
 
 What is left after a crash is named so that the next holder of the hero (or ``gc``) recognises
 it: ``.{hero}.hero-swap-{keyhash}-e{epoch}`` (new content being built, or the old content
-after the exchange) and ``.{hero}.hero-aside-...`` (the old content during the two renames).
+after the exchange), ``.{hero}.hero-aside-...`` (the old content during the two renames) and
+``.{hero}.hero-gone-...`` (content being removed: ``empty_content``).
 The previous hero's content is kept as ``.{hero}.hero-previous-...`` until the next move, so
 that a reader that resolved the hero folder just before a swap (a scene loading a sequence)
 keeps a complete folder for a whole hero period instead of losing its remaining files at once.
-The hero folder itself carries ``.atomic-publish-hero.json``, naming the version it mirrors;
-a folder without it is never swapped out or removed.
+Every content folder carries ``.atomic-publish-hero.json``, naming the version it mirrors,
+from the moment it is created (``"complete": false`` until its last file is durable): whoever
+removes a content folder, even one a killed attempt left half built or half removed, knows whose
+hardlinks go, and the marker goes last, after the store recorded them (a hardlink coming or
+going changes the published file's change time, which audit must tell from a modification). A
+hero folder without a marker is never swapped out or removed.
 """
 from __future__ import annotations
 
@@ -37,15 +42,18 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from ..idempotency.keys import short_hash
+from . import failpoints
 from .commit import _AT_FDCWD, _UNSUPPORTED, _renameat2_fn, _renamex_np_fn
 from .fsops import fsync, fsync_dir, long_path
 
 __all__ = ["HERO_MARKER", "LEFTOVER_RE", "HeroFile", "build_content", "leftovers", "read_hero_marker",
            "swap_into_place", "swap_name", "aside_name", "swap_exchange_linux", "swap_exchange_macos",
-           "swap_two_renames", "finish_two_renames", "choose_swap", "previous_name", "retire"]
+           "swap_two_renames", "finish_two_renames", "choose_swap", "previous_name", "retire", "is_complete",
+           "empty_content", "drop_emptied", "marker_version"]
 
 HERO_MARKER = ".atomic-publish-hero.json"
-LEFTOVER_RE = re.compile(r"^\.(?P<hero>.+)\.hero-(?P<kind>swap|aside|previous)-(?P<hash>[0-9a-f]{12})-e(?P<epoch>\d+)$")
+LEFTOVER_RE = re.compile(r"^\.(?P<hero>.+)\.hero-(?P<kind>swap|aside|previous|gone)-(?P<hash>[0-9a-f]{12})-e(?P<epoch>\d+)$")
 LINK_FALLBACK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES,
                  getattr(errno, "EOPNOTSUPP", errno.ENOTSUP)}
 _RENAME_EXCHANGE = 2        # linux/fs.h
@@ -73,7 +81,20 @@ def previous_name(hero_dir: str, key_hash: str, epoch: int) -> str:
     return os.path.join(os.path.dirname(hero_dir), f".{os.path.basename(hero_dir)}.hero-previous-{key_hash}-e{epoch}")
 
 
-def leftovers(hero_dir: str, kinds: tuple[str, ...] = ("swap", "aside")) -> list[str]:
+def gone_name(path: str) -> str:
+    """Where ``empty_content`` moves a content folder beside the hero before removing its files:
+    a name no folder has yet (one still being removed keeps its marker, so it is never reused)."""
+    m = LEFTOVER_RE.match(os.path.basename(path))
+    hero = m["hero"] if m else os.path.basename(path).lstrip(".")
+    n = 0
+    while True:
+        gone = os.path.join(os.path.dirname(path), f".{hero}.hero-gone-{short_hash(os.path.basename(path))}-e{n}")
+        if not os.path.lexists(gone):
+            return gone
+        n += 1
+
+
+def leftovers(hero_dir: str, kinds: tuple[str, ...] = ("swap", "aside", "gone")) -> list[str]:
     """Every folder of ``kinds`` beside ``hero_dir`` (any publish, any epoch), never the hero
     itself. By default what interrupted moves left; ``("previous",)``: the previous hero's
     content, kept for the readers that resolved it until the next move."""
@@ -99,6 +120,31 @@ def read_hero_marker(folder: str) -> dict | None:
         return None
 
 
+def is_complete(marker: dict | None) -> bool:
+    """A content folder whose every file is in place (markers older than the ``complete`` field
+    were written last, so theirs are)."""
+    return bool(marker) and marker.get("complete", True) is True
+
+
+def marker_version(folder: str) -> int:
+    """The version a content folder's marker names; 0 without one."""
+    try:
+        return int((read_hero_marker(folder) or {}).get("version") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _write_marker(folder: str, marker: dict) -> None:
+    """The marker, replaced in one rename (a reader sees the old one or the new one), durable."""
+    path = os.path.join(folder, HERO_MARKER)
+    tmp = path + ".tmp"
+    with open(long_path(tmp), "w", encoding="utf-8") as fh:
+        json.dump(marker, fh, indent=1, sort_keys=True)
+        fh.flush()
+        fsync(fh.fileno())
+    os.replace(long_path(tmp), long_path(path))
+
+
 def _link_or_copy(src: str, dst: str, link: bool) -> bool:
     """Hardlink ``src`` at ``dst`` where allowed, else copy it durably; True when linked."""
     if link:
@@ -122,8 +168,10 @@ def build_content(folder: str, files: Iterable[HeroFile], marker: dict, link: bo
     """Create ``folder`` (never an existing one) with ``files`` and the hero marker, durable.
 
     Returns (linked, copied). Every file is checked against its recorded size: a hero never
-    mirrors a published file that changed. ``check`` runs between files (the stop guard)."""
+    mirrors a published file that changed. ``check`` runs between files (the stop guard). The
+    marker is there before the first link (``complete`` false) and says complete after the last."""
     os.mkdir(long_path(folder))
+    _write_marker(folder, {**marker, "complete": False})
     linked = copied = 0
     for f in files:
         check()
@@ -135,11 +183,8 @@ def build_content(folder: str, files: Iterable[HeroFile], marker: dict, link: bo
         size = os.stat(long_path(dst)).st_size
         if size != f.size:
             raise OSError(errno.EIO, f"hero file {dst} has {size} bytes where the published file has {f.size}", dst)
-    path = os.path.join(folder, HERO_MARKER)
-    with open(long_path(path), "w", encoding="utf-8") as fh:
-        json.dump(marker, fh, indent=1, sort_keys=True)
-        fh.flush()
-        fsync(fh.fileno())
+    fsync_dir(folder)  # the links, before the marker says complete
+    _write_marker(folder, {**marker, "complete": True})
     fsync_dir(folder)
     return linked, copied
 
@@ -233,7 +278,7 @@ def finish_two_renames(hero_dir: str, leftover: list[str]) -> bool:
     if os.path.lexists(hero_dir):
         return False
     complete = [p for p in leftover if LEFTOVER_RE.match(os.path.basename(p))["kind"] == "swap"
-                and read_hero_marker(p)]
+                and is_complete(read_hero_marker(p))]
     if not complete:
         return False
     best = max(complete, key=lambda p: int((read_hero_marker(p) or {}).get("version", 0)))
@@ -242,24 +287,77 @@ def finish_two_renames(hero_dir: str, leftover: list[str]) -> bool:
     return True
 
 
-def retire(hero_dir: str, number: int, keep_previous: bool, previous: str) -> list[tuple[str, BaseException]]:
+def retire(hero_dir: str, number: int, keep_previous: bool,
+           previous: str) -> tuple[list[tuple[str, BaseException]], list[tuple[str, int]]]:
     """After hero ``number`` is in place: the newest complete older content beside it (the
     previous hero, under its swap name after the exchange) becomes ``previous`` (the one kept
-    before it goes), every other leftover goes. Returns what could not be removed, with why."""
-    complete = sorted((int((read_hero_marker(p) or {}).get("version") or 0), p) for p in leftovers(hero_dir))
+    before it goes), every other leftover is emptied (``empty_content``). Returns what could not
+    be emptied, with why, and what was: (gone folder, version) for the caller to record and then
+    ``drop_emptied``."""
+    content = [p for p in leftovers(hero_dir, ("swap", "aside"))]
+    complete = sorted((marker_version(p), p) for p in content if is_complete(read_hero_marker(p)))
     keep = next((p for v, p in reversed(complete) if 0 < v < number), None) if keep_previous else None
-    doomed = [p for _, p in complete if p != keep]
+    doomed = [p for p in leftovers(hero_dir) if p != keep]
     if keep is not None or not keep_previous:
         doomed += leftovers(hero_dir, ("previous",))
     failed: list[tuple[str, BaseException]] = []
+    emptied: list[tuple[str, int]] = []
     for old in doomed:
         try:
-            _remove(old)
+            emptied.append(empty_content(old))
         except OSError as exc:
             failed.append((old, exc))
     if keep is not None:
         os.rename(long_path(keep), long_path(previous))
-    return failed
+    return failed, emptied
+
+
+def empty_content(path: str) -> tuple[str, int]:
+    """The first half of removing a content folder beside the hero: renamed to its ``gone`` name
+    (never again the kept previous one, nor a swap to finish), then every file but the marker
+    unlinked. Returns (gone folder, version its marker names). The caller records that version's
+    hardlinks went (the store's ``touched``, stamped by the gone folder's change time) before
+    ``drop_emptied``: cut short anywhere, the marker is still there for the next remover."""
+    from . import retry
+
+    gone = path
+    if LEFTOVER_RE.match(os.path.basename(path))["kind"] != "gone":
+        gone = gone_name(path)
+        try:
+            os.rename(long_path(path), long_path(gone))
+        except FileNotFoundError:
+            return gone, 0
+    version = marker_version(gone)
+
+    def unlink_all() -> None:
+        try:
+            entries = list(os.scandir(long_path(gone)))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name == HERO_MARKER:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+
+    try:
+        retry.call(f"empty {gone}", retry.RetryPolicy(), unlink_all)
+    except OSError:
+        raise
+    except Exception as exc:  # the retry gave up (a PublishError): report it as OSError
+        raise OSError(str(exc)) from exc
+    failpoints.hit("hero.emptied")
+    return gone, version
+
+
+def drop_emptied(gone: str) -> None:
+    """The second half: the marker and the folder, once the store recorded the unlinks."""
+    _remove(gone)
 
 
 def _remove(path: str) -> None:

@@ -83,14 +83,18 @@ def test_ayon_heroes_mirror_the_latest_of_three(studio):
 @pytest.mark.parametrize("point", [p for p in __import__("atomic_publish.wrapper.failpoints",
                                                            fromlist=["POINTS"]).POINTS if p.startswith("hero.")])
 def test_ayon_sigkill_in_a_hero_step_then_retry(studio, point):
-    _rerender(studio, "j1")
-    assert _run(studio, "j1")[0] == 0
-    _rerender(studio, "j2")
-    code, _ = _run(studio, "j2", f"{point}=kill")
+    # hero.emptied fires from the third move on (the one that empties the first hero's kept content)
+    jobs = ["j1", "j2", "j3"] if point == "hero.emptied" else ["j1", "j2"]
+    for job in jobs[:-1]:
+        _rerender(studio, job)
+        assert _run(studio, job)[0] == 0
+    last = jobs[-1]
+    _rerender(studio, last)
+    code, _ = _run(studio, last, f"{point}=kill")
     assert code == -9
-    code, out = _run(studio, "j2")
+    code, out = _run(studio, last)
     assert code == 0, out
-    assert_heroes_are(studio, 2)
+    assert_heroes_are(studio, len(jobs))
     code, report, text = studio.audit()
     assert (code, report["violations"]) == (0, []), text
 

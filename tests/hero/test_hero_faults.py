@@ -42,10 +42,13 @@ def _subject():
 
 
 def test_every_hero_step_has_a_failpoint():
-    assert HERO_POINTS == ["hero.claimed", "hero.staged", "hero.swapped", "hero.catalog", "hero.done"]
+    assert HERO_POINTS == ["hero.claimed", "hero.staged", "hero.swapped", "hero.emptied", "hero.catalog",
+                           "hero.done"]
 
 
-@pytest.mark.parametrize("point", HERO_POINTS)
+# hero.emptied fires from the third move on (the second keeps the first hero as its previous
+# content): its own tests below
+@pytest.mark.parametrize("point", [p for p in HERO_POINTS if p != "hero.emptied"])
 def test_sigkill_at_a_hero_step_then_retry_leaves_a_consistent_hero(env, store, render, point):
     env = hero_env(env)
     publish_version(render, env, "j1")
@@ -102,6 +105,56 @@ def test_gc_removes_the_kept_previous_hero_only_after_older_than(env, store, ren
     proc = run_cli(["gc", "--older-than", "0s"], env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not previous[0].exists() and "the previous content of the hero" in proc.stdout
+    assert_hero_is(store, render, 2)
+    report = audit(env, render)
+    assert report["ok"], report["violations"]
+
+
+def _previous_folders(render) -> list:
+    return [p for p in hero_folder(render).parent.iterdir() if ".hero-previous-" in p.name]
+
+
+def test_sigkill_while_a_move_removes_the_previous_before_it_keeps_audit_clean(env, store, render):
+    """The third move empties the first hero's kept content (v001's hardlinks: their change time
+    moves). Killed before the store records it, the folder keeps its marker under its gone name, so the
+    retry knows whose links went, records them, and audit finds no modification of v001."""
+    env = hero_env(env)
+    publish_version(render, env, "j1")
+    publish_version(render, env, "j2")
+    assert [hero_state(p)[0] for p in _previous_folders(render)] == [1]
+    manifest = render.write_manifest("manifest-j3.json", comment="third")
+    proc = run_cli(["run", "--manifest", str(manifest), "--job-id", "j3", "--task-id", "0", "--worker", "w1"],
+                   {**env, "ATOMIC_PUBLISH_FAILPOINTS": "hero.emptied=kill@1"})
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    [gone] = [p for p in hero_folder(render).parent.iterdir() if ".hero-gone-" in p.name]
+    assert json.loads((gone / ".atomic-publish-hero.json").read_text())["version"] == 1
+    assert os.listdir(gone) == [".atomic-publish-hero.json"]  # v001's links went, the marker stays
+    retry, out = publish(manifest, env, "j3")
+    assert retry.returncode == 0 and out["version"] == 3, retry.stdout + retry.stderr
+    assert_hero_is(store, render, 3)
+    assert not gone.exists()
+    doc = store.heroes.get("demo", "sh010", "renderCompMain")
+    v1 = os.stat(next(p for p in hero_folder(render).parent.glob("v001/*.exr")))
+    assert v1.st_ctime_ns <= doc["touched"]["1"]  # the unlinks are recorded, in the storage's clock
+    report = audit(env, render)
+    assert report["ok"], report["violations"]
+
+
+def test_sigkill_while_gc_removes_the_kept_previous_then_gc_again_keeps_audit_clean(env, store, render):
+    env = hero_env(env)
+    publish_version(render, env, "j1")
+    publish_version(render, env, "j2")
+    [previous] = _previous_folders(render)
+    killed = run_cli(["gc", "--older-than", "0s"], {**env, "ATOMIC_PUBLISH_FAILPOINTS": "hero.emptied=kill@1"})
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert not previous.exists()
+    [gone] = [p for p in hero_folder(render).parent.iterdir() if ".hero-gone-" in p.name]
+    report = audit(env, render)  # a removal cut short is reported, never taken for a modification
+    assert not report["ok"] and all("interrupted move" in v["detail"] for v in report["violations"]), \
+        report["violations"]
+    proc = run_cli(["gc", "--older-than", "0s"], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not gone.exists()
     assert_hero_is(store, render, 2)
     report = audit(env, render)
     assert report["ok"], report["violations"]

@@ -94,7 +94,10 @@ def _swap_many(tmp_path: Path, swap, rounds: int) -> Reader:
         swap(new, str(hero), hs.aside_name(str(hero), "0" * 12, version))
         reader.swap_seconds.append(time.perf_counter() - began)
         # as the hero step does: the previous content kept until the next move, the one before goes
-        assert not hs.retire(str(hero), version, True, hs.previous_name(str(hero), "0" * 12, version))
+        failed, emptied = hs.retire(str(hero), version, True, hs.previous_name(str(hero), "0" * 12, version))
+        assert not failed
+        for gone, _ in emptied:
+            hs.drop_emptied(gone)
         time.sleep(0.002)
     time.sleep(0.05)
     reader.stop.set()

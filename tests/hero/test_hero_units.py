@@ -117,7 +117,13 @@ def test_first_hero_renames_then_exchanges_and_the_old_content_is_kept_once(tmp_
         how = hs.swap_into_place(new, str(hero), hs.aside_name(str(hero), "1" * 12, version))
         assert how == ("exchanged" if hs.choose_swap() is not hs.swap_two_renames else "two-renames")
         assert hs.read_hero_marker(new)["version"] == version - 1  # the old content, at the swap name
-        assert hs.retire(str(hero), version, True, hs.previous_name(str(hero), "1" * 12, version)) == []
+        failed, emptied = hs.retire(str(hero), version, True, hs.previous_name(str(hero), "1" * 12, version))
+        assert failed == []
+        # the previous before it is emptied, its marker kept until the caller recorded the unlinks
+        assert [v for _, v in emptied] == ([1] if version == 3 else [])
+        for gone, _ in emptied:
+            assert os.listdir(gone) == [hs.HERO_MARKER]
+            hs.drop_emptied(gone)
     assert (hero / "a_hero.exr").read_bytes() == b"v3"
     [previous] = hs.leftovers(str(hero), ("previous",))
     assert hs.read_hero_marker(previous)["version"] == 2 and hs.leftovers(str(hero)) == []
