@@ -10,6 +10,7 @@ then reported as ``FileInUse`` (transient) rather than as the access error Windo
 """
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from dataclasses import dataclass
@@ -65,7 +66,10 @@ class _wait_backoff_or_retry_after(wait_base):
     """Exponential backoff with jitter, or the server's Retry-After when it asks for longer."""
 
     def __init__(self, policy: RetryPolicy):
-        self.backoff = wait_exponential_jitter(initial=policy.initial, max=policy.max_wait, jitter=policy.initial)
+        # tenacity 9.2 renamed ``initial`` to ``multiplier`` (and warns on the old name); 8.3, our
+        # floor, only has ``initial``
+        scale = "multiplier" if "multiplier" in inspect.signature(wait_exponential_jitter).parameters else "initial"
+        self.backoff = wait_exponential_jitter(max=policy.max_wait, jitter=policy.initial, **{scale: policy.initial})
         self.cap = policy.budget
 
     def __call__(self, state: RetryCallState) -> float:
