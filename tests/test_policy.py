@@ -21,12 +21,13 @@ def test_source_no_worker_can_read_fails_the_job_after_max_failing_workers(rende
     proc, out = submit_and_farm(render.write_manifest(), tmp_path / "job", env, *args)
     assert out["job_status"] == "Failed", proc.stdout
     reports = out["error_reports"]
-    assert len(reports) == 3 and len({r["worker"] for r in reports}) == 3
+    rec = store.records.get(f"deadline10:{out['job_id']}:0")
+    assert len(reports) == 3 and len({r["worker"] for r in reports}) == 3, \
+        (reports, rec and rec.get("attempts"), proc.stdout)
     assert all("cannot see the source folder" in r["message"] for r in reports)
     assert sorted(out["deny_list"]) == sorted(r["worker"] for r in reports[:2])
     last = reports[-1]["message"]
     assert "3 workers" in last and "not local to one worker" in last and "job" in last and "failed" in last
-    rec = store.records.get(f"deadline10:{out['job_id']}:0")
     assert rec["state"] == "ROLLED_BACK"
     assert [a["outcome"] for a in rec["attempts"]] == ["worker-local", "worker-local", "permanent"]
     assert store.reservations.col.count_documents({}) == 0

@@ -154,10 +154,14 @@ class FarmState:
             return None
 
     def all_jobs_done(self) -> bool:
-        """Every job Completed, Failed or deleted, and no event of theirs queued or being fired."""
+        """Every job Completed, Failed or deleted, no event of theirs queued or being fired, and no
+        live worker still ending a task (a plugin that fails the job ends its own task after that,
+        and its error report must be written before the farm stops, as a Deadline Worker writes it)."""
         data = self.read()
         events = (self.dir / EVENTS_CONFIG_FILE).is_file()  # else nothing fires what is queued
-        return bool(data["jobs"]) and all(
+        busy = any(w.get("state") == "rendering" and w.get("pid") and pid_alive(int(w["pid"]))
+                   for w in data["workers"].values())
+        return bool(data["jobs"]) and not busy and all(
             j["status"] in TERMINAL + (DELETED,) and not (events and j.get("pending_events"))
             and not j.get("firing_events") for j in data["jobs"].values())
 
