@@ -69,8 +69,10 @@ def test_sigkill_during_staging_resumes_without_copying_again(tmp_path, env, sto
     proc, out = publish(manifest, env, "jobk", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert out["outcome"] == "published" and out["version"] == 1 and out["epoch"] == 2
-    assert out["reused_files"] == staged and out["reused_bytes"] == staged * 4096
-    assert out["copied_files"] == 600 - staged and out["copied_bytes"] == (600 - staged) * 4096
+    # the saved files, and the copies the killed attempt finished but never saved (verified by hash)
+    adopted = out["adopted_files"]
+    assert out["reused_files"] == staged + adopted and out["reused_bytes"] == (staged + adopted) * 4096
+    assert out["copied_files"] == 600 - staged - adopted and out["copied_bytes"] == (600 - staged - adopted) * 4096
     assert not staging.exists()
     siblings = sorted(p.name for p in (render.publish_root / FINAL).iterdir())
     assert siblings == ["v001"]

@@ -107,3 +107,48 @@ def test_after_sigkill_the_retry_copies_at_most_one_batch_more_than_was_unverifi
     unverified = len(render.frames) - complete
     assert out["copied_files"] <= unverified + CHECKPOINT_FILES + 3 * THREADS, (out, complete)
     assert out["reused_files"] + out["copied_files"] == len(render.frames)
+
+
+def test_after_sigkill_the_retry_copies_only_what_was_not_complete(tmp_path, env, store):
+    """A SIGKILL before a batch is durable loses its entries, not its copies: every copy the killed
+    attempt finished is verified by hash and adopted, so the retry copies only what was not whole."""
+    size = 4096
+    render = Render(tmp_path, frames=3000, size=size, movie=False)
+    manifest = render.write_manifest()
+    code, folder = _signal_at_half(render, manifest, env, "jobadopt", signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    complete = _complete(folder, size)
+    proc, out = publish(manifest, env, "jobadopt", "0")
+    assert out["outcome"] == "published", proc.stdout + proc.stderr
+    # at most the copies still being written (one per thread) are copied again beyond the missing
+    assert out["copied_files"] <= len(render.frames) - complete + THREADS, (out, complete)
+    assert out["reused_files"] + out["copied_files"] == len(render.frames)
+
+
+def test_an_unsaved_copy_that_differs_from_its_source_is_copied_again(tmp_path, env, store):
+    """A copy the killed attempt never saved is trusted only if its bytes hash equal to the source's:
+    one rewritten with its size kept, and one cut short, are copied again; the published version
+    holds the sources' bytes."""
+    render = Render(tmp_path, frames=600, size=4096, movie=False)
+    manifest = render.write_manifest()
+    killed = dict(env, ATOMIC_PUBLISH_FAILPOINTS="stage.checkpoint=kill@1")
+    proc = subprocess.run([*CLI, "run", "--manifest", str(manifest), "--job-id", "jobbad", "--task-id", "0",
+                           "--worker", "w1"], env=killed, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    key = "deadline10:jobbad:0"
+    saved = {e["name"] for e in store.staged.of_key(key).values()}
+    staging = Path(store.records.get(key)["staging_dir"])
+    unsaved = sorted(p for p in staging.iterdir() if not p.name.startswith(".") and p.name not in saved
+                     and p.stat().st_size == 4096)
+    assert len(unsaved) >= 2, "the killed attempt left fewer than two whole unsaved copies"
+    unsaved[0].write_bytes(b"\0" * 4096)  # the same size, other bytes
+    with open(unsaved[1], "r+b") as fh:
+        fh.truncate(100)
+    proc, out = publish(manifest, env, "jobbad", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert out["adopted_files"] == len(unsaved) - 2, out
+    assert out["reused_files"] == len(saved) + len(unsaved) - 2 and out["copied_files"] == 600 - out["reused_files"]
+    final = Path(out["final_dir"])
+    for frame in render.frames:
+        published = next(final.glob(f"*{frame.name.split('.')[-2]}.exr"))
+        assert published.read_bytes() == frame.read_bytes(), published

@@ -199,15 +199,17 @@ class StageTotals:
     reused_files: int = 0
     reused_bytes: int = 0
     linked_files: int = 0
+    adopted_files: int = 0
+
+    FIELDS = ("copied_files", "copied_bytes", "reused_files", "reused_bytes", "linked_files", "adopted_files")
 
     def add(self, files: int, stats: Any) -> None:
         self.files += files
-        for name in ("copied_files", "copied_bytes", "reused_files", "reused_bytes", "linked_files"):
+        for name in self.FIELDS:
             setattr(self, name, getattr(self, name) + getattr(stats, name))
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in
-                ("copied_files", "copied_bytes", "reused_files", "reused_bytes", "linked_files")}
+        return {name: getattr(self, name) for name in self.FIELDS}
 
 
 class Attempt:
@@ -526,8 +528,10 @@ class Attempt:
         self._set(R.STAGED, _unset=unset, stage_stats=totals.as_dict())
         failpoints.hit("staged")
         linked = f", {totals.linked_files} linked" if totals.linked_files else ""  # linked: not counted as copied
+        adopted = (f", of them {totals.adopted_files} left unsaved by an earlier attempt and verified by hash"
+                   if totals.adopted_files else "")
         progress.status(f"staged {totals.files} files ({totals.copied_files} copied, {totals.reused_files} reused"
-                        f"{linked})")
+                        f"{adopted}{linked})")
 
     def _stage_product(self, i: int, known: dict[str, dict[str, Any]], checkpoint: Callable[[dict], None],
                        totals: "StageTotals") -> dict[str, str]:

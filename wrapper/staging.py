@@ -2,7 +2,10 @@
 
 A file already staged and verified by an earlier epoch (same source size and mtime,
 staged copy untouched) is moved into this epoch's folder, not copied again. Progress is
-saved to the record in batches, never one database round trip per file.
+saved to the record in batches, never one database round trip per file. A file an earlier
+epoch copied but never saved (it was killed before the batch was durable) is moved here too
+and adopted only if its bytes hash equal to the source's, then made durable with the batch
+like a fresh copy; otherwise it is copied again.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ class StageStats:
     reused_files: int = 0
     reused_bytes: int = 0
     linked_files: int = 0
+    adopted_files: int = 0  # of the reused: copied by a killed epoch, never saved, verified by hash
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -344,6 +348,58 @@ def _reusable(entry: dict[str, Any] | None, item: PlannedFile, src_st: "os.stat_
     return path
 
 
+def _unsaved_copy(item: PlannedFile, target: str, src_st: "os.stat_result | SourceStat",
+                  staging_dirs: dict[str, str]) -> bool:
+    """Move a copy of ``item`` that an earlier epoch made but never saved (killed before its batch
+    was durable) to ``target``, when one of the source's size lies in an earlier staging folder.
+    Its bytes are not trusted yet: ``adopt_copy`` hashes them before anything records them."""
+    for _, folder in sorted(staging_dirs.items(), key=lambda kv: -int(kv[0]) if kv[0].isdigit() else 0):
+        path = os.path.join(folder, item.name)
+        try:
+            if os.stat(path).st_size != src_st.st_size:
+                continue
+            os.replace(path, target)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def adopt_copy(src: str, dst: str, worker: str, src_st: "os.stat_result | SourceStat",
+               durable: bool = True) -> dict[str, Any] | None:
+    """The verified entry of the copy at ``dst`` if its bytes are the source's (both hashed, the
+    source checked unchanged), made durable when ``durable``; None when it is not (the caller
+    copies the file again, over it). A killed copy is never completed later: the process that
+    wrote it writes nothing more into that inode once its size is whole."""
+    try:
+        staged = _hash_file(dst)
+        dst_st = os.stat(dst)
+    except OSError:
+        return None
+    try:
+        digest = _hash_file(src)
+    except OSError as exc:
+        raise classify_oserror(exc, "source", src, worker) from None
+    st1 = _source_stat(src, worker)
+    if (st1.st_size, st1.st_mtime_ns) != (src_st.st_size, src_st.st_mtime_ns):
+        raise SourceError(f"source {src} changed while it was published ({src_st.st_size} -> {st1.st_size} bytes "
+                          "since the pre-flight check)",
+                          "make sure the render has finished writing before the publish runs, then resubmit")
+    if staged != digest or dst_st.st_size != src_st.st_size:
+        return None
+    if durable:
+        try:
+            fd = os.open(dst, os.O_RDWR | getattr(os, "O_BINARY", 0))
+            try:
+                fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise classify_oserror(exc, "staging", dst, worker) from None
+    return {"src": src, "size": src_st.st_size, "src_mtime_ns": src_st.st_mtime_ns, "hash": digest,
+            "hash_type": HASH_TYPE, "staged_mtime_ns": dst_st.st_mtime_ns, "linked": False, "adopted": True}
+
+
 def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str, dict[str, Any]],
           staging_dirs: dict[str, str], mode: str, verify: str, worker: str,
           checkpoint: Callable[[dict[str, dict[str, Any]]], None], guard: Callable[[], None],
@@ -367,8 +423,16 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
     retry = retry or (lambda _op, fn, *a: fn(*a))
     syncer = BatchSync(staging_dir)
 
+    unsaved: set[str] = set()  # names whose earlier, never saved copy was moved here to be verified
+
     def copy_one(item: PlannedFile) -> dict[str, Any]:
-        return retry(f"copy {item.name}", copy_file, item.source, os.path.join(staging_dir, item.name),
+        dst = os.path.join(staging_dir, item.name)
+        if item.name in unsaved:
+            entry = retry(f"verify {item.name}", adopt_copy, item.source, dst, worker, src_stats[item.source],
+                          syncer.per_file)
+            if entry is not None:
+                return entry
+        return retry(f"copy {item.name}", copy_file, item.source, dst,
                      mode, verify, worker, tick, src_stats[item.source], syncer.per_file)
     stats = StageStats()
     if src_stats is None:
@@ -430,11 +494,17 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
             failpoints.hit("stage.checkpoint")
 
     to_copy: list[PlannedFile] = []
+    # earlier epochs' folders, where a killed attempt may have left copies it never saved (none on
+    # a first attempt: no stat per file then)
+    earlier = {} if mode == "hardlink" else {ep: d for ep, d in staging_dirs.items()
+                                             if d and os.path.normpath(d) != os.path.normpath(staging_dir)}
     for item in plan:
         fid = file_id(item.name)
         old = _reusable(known.get(fid), item, src_stats[item.source], staging_dirs)
         target = os.path.join(staging_dir, item.name)
         if old is None:
+            if earlier and _unsaved_copy(item, target, src_stats[item.source], earlier):
+                unsaved.add(item.name)
             to_copy.append(item)
             continue
         if old != target:
@@ -448,7 +518,11 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
     guard()
 
     def counted(item: PlannedFile, entry: dict[str, Any]) -> None:
-        if entry["linked"]:  # a link is counted as linked, not as copied
+        if entry.pop("adopted", False):  # not copied again: reused, and made durable with the batch
+            stats.reused_files += 1
+            stats.adopted_files += 1
+            stats.reused_bytes += entry["size"]
+        elif entry["linked"]:  # a link is counted as linked, not as copied
             stats.linked_files += 1
         else:
             stats.copied_files += 1
