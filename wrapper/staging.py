@@ -292,6 +292,12 @@ def _copy_data(src: str, dst: str, size: int, worker: str, tick: Callable[[], No
     return digest, total
 
 
+def _changed_while_published(src: str, before: "os.stat_result | SourceStat", after: os.stat_result) -> SourceError:
+    return SourceError(f"source {src} changed while it was published ({before.st_size} -> {after.st_size} bytes "
+                       "since the pre-flight check)",
+                       "make sure the render has finished writing before the publish runs, then resubmit")
+
+
 def copy_file(src: str, dst: str, mode: str, verify: str, worker: str,
               tick: Callable[[], None] = _no_tick, src_st: "os.stat_result | SourceStat | None" = None,
               durable: bool = True) -> dict[str, Any]:
@@ -312,9 +318,7 @@ def copy_file(src: str, dst: str, mode: str, verify: str, worker: str,
         digest, total = _copy_data(src, dst, st0.st_size, worker, tick, durable)
     st1 = _source_stat(src, worker)
     if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns) or total != st0.st_size:
-        raise SourceError(f"source {src} changed while it was published ({st0.st_size} -> {st1.st_size} bytes "
-                          "since the pre-flight check)",
-                          "make sure the render has finished writing before the publish runs, then resubmit")
+        raise _changed_while_published(src, st0, st1)
     # a link is the source's own inode; a copy is stat'ed after close (Windows may set its mtime then)
     dst_st = st1 if linked else os.stat(dst)
     if dst_st.st_size != total:  # the storage kept other bytes than were written: not the source's fault
@@ -382,9 +386,7 @@ def adopt_copy(src: str, dst: str, worker: str, src_st: "os.stat_result | Source
         raise classify_oserror(exc, "source", src, worker) from None
     st1 = _source_stat(src, worker)
     if (st1.st_size, st1.st_mtime_ns) != (src_st.st_size, src_st.st_mtime_ns):
-        raise SourceError(f"source {src} changed while it was published ({src_st.st_size} -> {st1.st_size} bytes "
-                          "since the pre-flight check)",
-                          "make sure the render has finished writing before the publish runs, then resubmit")
+        raise _changed_while_published(src, src_st, st1)
     if staged != digest or dst_st.st_size != src_st.st_size:
         return None
     if durable:
