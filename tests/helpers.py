@@ -68,6 +68,14 @@ def publish(manifest: Path, env: dict, job: str = "job1", task: str = "0", *extr
     return proc, last_json(proc)
 
 
+def run_killed_at(manifest: Path, env: dict, job: str, failpoints: str) -> subprocess.CompletedProcess:
+    """One attempt of ``job`` (task 0, worker w1) with ``ATOMIC_PUBLISH_FAILPOINTS=failpoints``,
+    e.g. ``stage.checkpoint=kill@1``; the caller checks how it ended."""
+    return subprocess.run([*CLI, "run", "--manifest", str(manifest), "--job-id", job, "--task-id", "0",
+                           "--worker", "w1"], env=dict(env, ATOMIC_PUBLISH_FAILPOINTS=failpoints),
+                          capture_output=True, text=True, timeout=120)
+
+
 def submit_and_farm(manifest: Path, out: Path, env: dict, *farm_args: str, submit_args: tuple[str, ...] = (),
                     timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict]:
     """`atomic-publish submit` then `atomic-publish farm --json`; returns the farm's process and JSON."""

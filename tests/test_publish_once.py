@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from helpers import CLI, Render, publish
+from helpers import CLI, Render, publish, run_killed_at
 
 FINAL = Path("demo/shots/sq01/sh010/publish/render/renderCompMain")
 
@@ -56,10 +56,7 @@ def test_publish_then_retry_changes_nothing(render, env, store):
 def test_sigkill_during_staging_resumes_without_copying_again(tmp_path, env, store):
     render = Render(tmp_path, frames=600, size=4096, movie=False)
     manifest = render.write_manifest()
-    killed = dict(env, ATOMIC_PUBLISH_FAILPOINTS="stage.checkpoint=kill@1")
-    proc = subprocess.run([*CLI, "run", "--manifest", str(manifest), "--job-id", "jobk", "--task-id", "0",
-                           "--worker", "w1"], env=killed, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL
+    assert run_killed_at(manifest, env, "jobk", "stage.checkpoint=kill@1").returncode == -signal.SIGKILL
     rec = store.records.get("deadline10:jobk:0")
     staged = len(store.staged.of_key("deadline10:jobk:0"))  # the first checkpoint: 512 files, or fewer when one second passed first
     assert rec["state"] == "STAGING" and 0 < staged <= 512
