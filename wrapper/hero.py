@@ -130,11 +130,13 @@ class HeroStep:
     def _sweep_emptied(self, ident: tuple[str, str, str], folder: str) -> None:
         """A move killed between recording the hero and dropping the folders it emptied: each
         one's unlinks are recorded again (a maximum, harmless if they were), then it goes."""
-        for gone in leftovers(folder, ("gone",)):
-            version = marker_version(gone)
-            if version:
-                self._touched(ident, version, folder)  # the gone folders' change times are beside it
-            _drop([(gone, version)])
+        gone = [(g, marker_version(g)) for g in leftovers(folder, ("gone",))]
+        versions = {v for _, v in gone if v}
+        if versions:  # one write for all of them: the gone folders' change times are beside the hero
+            stamp = _storage_time(folder, beside=True)
+            self.ctx.retried("record the hero links", self.ctx.store.heroes.touch, ident,
+                             {v: stamp for v in versions})
+        _drop(gone)
 
     # -- one product -------------------------------------------------------------------------
     def run(self, manifest: Manifest, entry: VersionEntry, plan: list[PlannedFile], final_dir: str) -> dict[str, Any]:
@@ -238,8 +240,7 @@ class HeroStep:
         failed, emptied = retire(folder, number, self.settings.keep_previous,
                                  previous_name(folder, short_hash(c.key), c.epoch))
         for old, exc in failed:
-            progress.info(f"warning: {old} beside the hero could not be removed yet ({exc}); the hero is in place, "
-                          "the next move of this hero or `atomic-publish gc` removes it")
+            _left_beside(old, exc)
         return emptied
 
     def _entry(self, manifest: Manifest, entry: VersionEntry, plan: list[PlannedFile], folder: str) -> HeroEntry:
@@ -269,8 +270,12 @@ def _drop(emptied: list[tuple[str, int]]) -> None:
         try:
             drop_emptied(gone)
         except OSError as exc:
-            progress.info(f"warning: {gone} beside the hero could not be removed yet ({exc}); the hero is in "
-                          "place, the next move of this hero or `atomic-publish gc` removes it")
+            _left_beside(gone, exc)
+
+
+def _left_beside(path: str, exc: BaseException) -> None:
+    progress.info(f"warning: {path} beside the hero could not be removed yet ({exc}); the hero is in place, "
+                  "the next move of this hero or `atomic-publish gc` removes it")
 
 
 def _storage_time(folder: str, beside: bool = False) -> int:

@@ -294,8 +294,8 @@ def retire(hero_dir: str, number: int, keep_previous: bool,
     before it goes), every other leftover is emptied (``empty_content``). Returns what could not
     be emptied, with why, and what was: (gone folder, version) for the caller to record and then
     ``drop_emptied``."""
-    content = [p for p in leftovers(hero_dir, ("swap", "aside"))]
-    complete = sorted((marker_version(p), p) for p in content if is_complete(read_hero_marker(p)))
+    markers = {p: read_hero_marker(p) for p in leftovers(hero_dir, ("swap", "aside"))}
+    complete = sorted((int(m.get("version") or 0), p) for p, m in markers.items() if is_complete(m))
     keep = next((p for v, p in reversed(complete) if 0 < v < number), None) if keep_previous else None
     doomed = [p for p in leftovers(hero_dir) if p != keep]
     if keep is not None or not keep_previous:
@@ -345,27 +345,24 @@ def empty_content(path: str) -> tuple[str, int]:
                 except FileNotFoundError:
                     pass
 
-    try:
-        retry.call(f"empty {gone}", retry.RetryPolicy(), unlink_all)
-    except OSError:
-        raise
-    except Exception as exc:  # the retry gave up (a PublishError): report it as OSError
-        raise OSError(str(exc)) from exc
+    _as_oserror(retry.call, f"empty {gone}", retry.RetryPolicy(), unlink_all)
     failpoints.hit("hero.emptied")
     return gone, version
 
 
 def drop_emptied(gone: str) -> None:
     """The second half: the marker and the folder, once the store recorded the unlinks."""
-    _remove(gone)
-
-
-def _remove(path: str) -> None:
     from .fsops import remove_tree
 
+    _as_oserror(remove_tree, gone)
+
+
+def _as_oserror(fn: Callable[..., None], *args: object) -> None:
+    """``fn(*args)`` under its retry policy; a retry that gave up (a PublishError) is reported as
+    the OSError the callers collect ("could not be removed yet"), never raised past them."""
     try:
-        remove_tree(path)
+        fn(*args)
     except OSError:
         raise
-    except Exception as exc:  # remove_tree's retry gave up (a PublishError): report it as OSError
+    except Exception as exc:  # noqa: BLE001
         raise OSError(str(exc)) from exc
