@@ -17,7 +17,7 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from helpers import CLI, publish, run_cli
+from helpers import CLI, publish, run_cli, staged_so_far
 
 KEY = "deadline10:{job}:0"
 
@@ -306,7 +306,7 @@ def test_a_roll_forward_through_another_mount_writes_the_same_rootless_paths(ren
 def test_a_frame_re_rendered_between_attempts_is_not_mixed_into_the_version(render, env, store):
     manifest = render.write_manifest()
     stopped(manifest, env, "jobR2", "stage.checkpoint=exit@1")
-    staged = [e["src"] for e in store.staged.of_key(KEY.format(job="jobR2")).values()]
+    staged = [e["src"] for e in staged_so_far(store, KEY.format(job="jobR2")).values()]
     assert staged
     time.sleep(0.01)
     Path(staged[0]).write_bytes(os.urandom(70 * 1024))      # re-rendered, another size and date

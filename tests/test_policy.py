@@ -8,7 +8,7 @@ import threading
 import time
 from urllib.parse import urlparse
 
-from helpers import CLI, Render, publish, submit_and_farm
+from helpers import CLI, Render, publish, staged_so_far, submit_and_farm
 
 from atomic_publish.testing.tcp_proxy import TcpProxy
 
@@ -75,7 +75,7 @@ def test_sigterm_during_staging_releases_the_lease_and_the_next_attempt_resumes_
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         rec = store.records.get("deadline10:jobt:0")
-        if rec and store.staged.of_key("deadline10:jobt:0"):
+        if rec and staged_so_far(store, "deadline10:jobt:0"):
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
@@ -86,7 +86,7 @@ def test_sigterm_during_staging_releases_the_lease_and_the_next_attempt_resumes_
     rec = store.records.get("deadline10:jobt:0")
     assert rec["lease"] is None
     assert rec["attempts"][-1]["outcome"] == "transient" and rec["attempts"][-1]["end"] is not None
-    staged_before = len(store.staged.of_key("deadline10:jobt:0"))
+    staged_before = len(staged_so_far(store, "deadline10:jobt:0"))
     assert 0 < staged_before < frames
 
     started = time.monotonic()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from helpers import CLI, Render, publish, run_killed_at
 
+from atomic_publish.wrapper.progress_journal import read_journal
+
 FINAL = Path("demo/shots/sq01/sh010/publish/render/renderCompMain")
 
 
@@ -58,10 +60,11 @@ def test_sigkill_during_staging_resumes_without_copying_again(tmp_path, env, sto
     manifest = render.write_manifest()
     assert run_killed_at(manifest, env, "jobk", "stage.checkpoint=kill@1").returncode == -signal.SIGKILL
     rec = store.records.get("deadline10:jobk:0")
-    staged = len(store.staged.of_key("deadline10:jobk:0"))  # the first checkpoint: 512 files, or fewer when one second passed first
-    assert rec["state"] == "STAGING" and 0 < staged <= 512
     staging = Path(rec["staging_dir"])
-    assert staging.is_dir()
+    assert staging.is_dir() and store.staged.of_key("deadline10:jobk:0") == {}  # the store: once staging is done
+    # the first checkpoint, in the staging folder's journal: 512 files, or fewer when half a second passed first
+    staged = len(read_journal(str(staging)))
+    assert rec["state"] == "STAGING" and 0 < staged <= 512
 
     proc, out = publish(manifest, env, "jobk", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr

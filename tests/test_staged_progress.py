@@ -1,4 +1,5 @@
-"""Staging progress in the store: one document per checkpoint batch, merged newest last."""
+"""Staging progress: the store's entries (one save once staging is done, merged newest last), the
+staging folder's journal (one line per checkpoint batch), and resume after real signals."""
 from __future__ import annotations
 
 from atomic_publish.idempotency import staged
@@ -37,14 +38,44 @@ def test_per_file_documents_of_earlier_versions_are_still_read(store):
     assert files["a"]["size"] == 10 and files["b"]["size"] == 5 and "fid" not in files["a"]
 
 
+# -- the staging folder's journal ------------------------------------------------------------------
+def test_the_journal_keeps_whole_lines_and_stops_at_a_torn_tail(tmp_path):
+    from atomic_publish.wrapper.progress_journal import NAME, ProgressJournal, drop_journal, read_journal
+
+    journal = ProgressJournal(str(tmp_path))
+    journal.append({"a": _entry(2, 1), "b": _entry(2, 2)})
+    journal.append({})  # nothing verified since the last batch: no line
+    journal.append({"b": _entry(2, 3)})  # a later line wins
+    journal.close()
+    assert read_journal(str(tmp_path)) == {"a": _entry(2, 1), "b": _entry(2, 3)}
+    assert (tmp_path / NAME).read_bytes().count(b"\n") == 2
+    with open(tmp_path / NAME, "ab") as fh:  # a kill in the middle of an append
+        fh.write(b'{"c": {"src": "/r/c.exr", "si')
+    assert read_journal(str(tmp_path)) == {"a": _entry(2, 1), "b": _entry(2, 3)}
+    drop_journal(str(tmp_path))
+    drop_journal(str(tmp_path))  # idempotent
+    assert read_journal(str(tmp_path)) == {} and read_journal(str(tmp_path / "gone")) == {}
+
+
+def test_known_progress_prefers_the_newest_epoch_whatever_its_source():
+    from atomic_publish.wrapper.progress_journal import merge_newest
+
+    known = {"a": _entry(3, 30), "b": _entry(1, 10)}  # from the store
+    merge_newest(known, {"a": _entry(2, 20), "b": _entry(2, 21), "c": _entry(2, 22)})  # epoch 2's journal
+    assert known == {"a": _entry(3, 30), "b": _entry(2, 21), "c": _entry(2, 22)}
+
+
 # -- resume in proportion: real processes, real signals ------------------------------------------
+import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from helpers import CLI, Render, last_json, publish, run_killed_at  # noqa: E402
+from helpers import CLI, Render, last_json, publish, run_cli, run_killed_at  # noqa: E402
+
+from atomic_publish.wrapper.progress_journal import read_journal  # noqa: E402
 
 THREADS = 8
 
@@ -81,11 +112,14 @@ def test_sigterm_saves_every_verified_file_and_the_retry_copies_only_the_rest(tm
     code, folder = _signal_at_half(render, manifest, env, "jobterm", signal.SIGTERM)
     assert code == 75  # transient: stopped at a safe point, the farm requeues it
     key = "deadline10:jobterm:0"
-    saved = store.staged.of_key(key)
+    assert store.staged.of_key(key) == {}  # the store gets the entries once staging is done
+    saved = read_journal(str(folder))
     on_disk = sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
     # every copy that had started finished, was verified and saved: nothing staged is unaccounted for
     assert sorted(e["name"] for e in saved.values()) == on_disk
     assert _complete(folder, size) == len(on_disk) > len(render.frames) // 2
+    status = json.loads(run_cli(["status", "--key", key, "--json"], env, check=True).stdout)
+    assert status["state"] == "STAGING" and status["files"]["count"] == len(saved)  # read from the journal
     proc, out = publish(manifest, env, "jobterm", "0")
     assert out["outcome"] == "published", proc.stdout + proc.stderr
     assert out["reused_files"] == len(saved) and out["copied_files"] == len(render.frames) - len(saved)
@@ -116,8 +150,8 @@ def test_an_unsaved_copy_that_differs_from_its_source_is_copied_again(tmp_path, 
     manifest = render.write_manifest()
     assert run_killed_at(manifest, env, "jobbad", "stage.checkpoint=kill@1").returncode == -signal.SIGKILL
     key = "deadline10:jobbad:0"
-    saved = {e["name"] for e in store.staged.of_key(key).values()}
     staging = Path(store.records.get(key)["staging_dir"])
+    saved = {e["name"] for e in read_journal(str(staging)).values()}
     unsaved = sorted(p for p in staging.iterdir() if not p.name.startswith(".") and p.name not in saved
                      and p.stat().st_size == 4096)
     assert len(unsaved) >= 2, "the killed attempt left fewer than two whole unsaved copies"

@@ -92,6 +92,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _staged_so_far(store: Any, rec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The verified files of a publish: the store's entries, and while it stages, the journals of
+    the staging folders its record lists that this machine reaches (under the paths the worker
+    used; a folder out of reach adds nothing)."""
+    from ..idempotency.records import product_views
+    from .progress_journal import merge_newest, read_journal
+
+    files = store.staged.of_key(rec["_id"])
+    if rec.get("state") in ("STAGING", "RESERVED"):
+        for view in product_views(rec):
+            for _ep, folder in sorted((view.get("staging_dirs") or {}).items(), key=lambda kv: int(kv[0])):
+                if folder:
+                    merge_newest(files, read_journal(folder))
+    return files
+
+
 def _status_view(rec: dict[str, Any], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return _jsonable({
         "key": rec["_id"], "state": rec["state"], "job_id": rec.get("job_id"), "task_id": rec.get("task_id"),
@@ -134,7 +150,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"atomic-publish status: no record for {'key ' + args.key if args.key else 'job ' + args.job_id}",
                   file=sys.stderr)
             return 1
-        views = [_status_view(r, store.staged.of_key(r["_id"])) for r in recs]
+        views = [_status_view(r, _staged_so_far(store, r)) for r in recs]
         if args.json:
             print(json.dumps(views[0] if args.key else views, sort_keys=True))
             return 0
@@ -226,6 +242,18 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, reading the installed version only when asked (importlib.metadata costs
+    about 15 ms of every start otherwise)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser._print_message(f"{parser.prog} {_version()}\n", sys.stdout)
+        parser.exit()
+
+
 def _add_command(sub, name: str, summary: str) -> argparse.ArgumentParser:
     """A subcommand whose description is its one-sentence summary, with the shared help format."""
     from .cliutil import HelpFormatter
@@ -239,8 +267,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="atomic-publish", formatter_class=HelpFormatter,
                                      description="Exactly-once, all-or-nothing publishing on a Deadline farm.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
-                        help="print the installed version and exit")
+    parser.add_argument("--version", action=_VersionAction, help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _add_command(sub, "run", HELP["run"])

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from .errors import DestinationError
 from .fsops import fsync_dir, long_path
+from .progress_journal import drop_journal
 
 MARKER = ".atomic-publish.json"
 
@@ -179,6 +180,7 @@ def move_into_place(staging_dir: str, final_dir: str, key: str) -> str:
                                "run `atomic-publish audit` and remove or archive that folder, then resubmit")
     if not os.path.isdir(staging_dir):
         raise DestinationError(f"staging folder {staging_dir} is gone and {final_dir} does not exist")
+    drop_journal(staging_dir)  # staging progress: the store holds every entry by now
     try:  # one try: the caller's retry policy waits out a sharing violation (one retry layer)
         rename_noreplace(long_path(staging_dir), long_path(final_dir))
     except FileExistsError:

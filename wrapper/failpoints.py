@@ -19,7 +19,7 @@ POINTS: dict[str, str] = {
     "reserve.after": "after the version number is reserved",
     "stage.begin": "after the staging directory is created",
     "stage.file": "after each file is staged and verified (before its progress is saved)",
-    "stage.checkpoint": "after a batch of staging progress is saved in the record",
+    "stage.checkpoint": "after a batch of staging progress is saved in the staging folder's journal",
     "staged": "after every file is verified and the record says STAGED",
     "integrate.prepare": "after each gate integration is prepared and its receipt saved",
     "commit.begin": "after the record says COMMITTING (point of no return)",

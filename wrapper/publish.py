@@ -6,7 +6,6 @@ resume or roll forward what an earlier one left.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import time
@@ -35,6 +34,7 @@ from .hero import check_heroes, commit_heroes
 from .layout import check_inside_root, plan_files, version_dir
 from .manifest import Manifest, canonical_json, load_manifest, read_json
 from .outcome import CHANGED_NOTHING_MORE, EXIT_CODES, EXIT_OK, NOTHING_WRITTEN, ROLLED_BACK, Outcome
+from .progress_journal import ProgressJournal, merge_newest, read_journal
 from .staging import allowed_source_roots, check_sources, file_id, fsync_dir, stage
 
 ORDER = {s: i for i, s in enumerate(R.STATES)}
@@ -511,20 +511,19 @@ class Attempt:
             progress.status(f"reserved v{self._view(i)['version']:0>3} for {self._label(i)}")
 
     def _stage(self) -> None:
-        batches = itertools.count()
-
-        def checkpoint(batch: dict[str, dict[str, Any]]) -> None:
-            seq = next(batches)  # outside the retried call: a retried save replaces itself
-            self._r("save staging progress", self.store.records.fenced_write, self.key, self.epoch,
-                    lambda s: self.store.staged.save(self.key, self.epoch, seq, batch, session=s),
-                    self.store.supports_transactions())
-
+        """Stage every product; then save every verified entry to the store in one fenced write,
+        and only then STAGED. The checkpoints during the copies go to each staging folder's own
+        journal (progress_journal.py), so they cost no store round trip."""
         # epoch 1 is the first attempt of this key: nothing was staged before it, no read needed
-        known = {} if self.epoch == 1 else self._r("read staging progress", self.store.staged.of_key, self.key)
+        known = {} if self.epoch == 1 else self._known_progress()
         unset: dict[str, str] = {}
         totals = StageTotals()
+        entries: dict[str, dict[str, Any]] = {}
         for i in range(len(self.products)):
-            unset.update(self._stage_product(i, known, checkpoint, totals))
+            unset.update(self._stage_product(i, known, totals, entries))
+        self._r("save the staged files", self.store.records.fenced_write, self.key, self.epoch,
+                lambda s: self.store.staged.save(self.key, self.epoch, 0, entries, session=s),
+                self.store.supports_transactions())
         self._set(R.STAGED, _unset=unset, stage_stats=totals.as_dict())
         failpoints.hit("staged")
         linked = f", {totals.linked_files} linked" if totals.linked_files else ""  # linked: not counted as copied
@@ -533,10 +532,21 @@ class Attempt:
         progress.status(f"staged {totals.files} files ({totals.copied_files} copied, {totals.reused_files} reused"
                         f"{adopted}{linked})")
 
-    def _stage_product(self, i: int, known: dict[str, dict[str, Any]], checkpoint: Callable[[dict], None],
-                       totals: "StageTotals") -> dict[str, str]:
-        """Stage product ``i`` into this epoch's folder; returns the record fields to unset (the
-        earlier epochs' folders, whose verified files moved here)."""
+    def _known_progress(self) -> dict[str, dict[str, Any]]:
+        """What earlier epochs verified: the entries saved in the store (an epoch that finished
+        staging), and the journals in the staging folders the record lists, newest epoch first."""
+        known = self._r("read staging progress", self.store.staged.of_key, self.key)
+        for i in range(len(self.products)):
+            for ep, folder in sorted(self._local_staging_dirs(i).items(), key=lambda kv: int(kv[0])):
+                if folder and ep != str(self.epoch):
+                    merge_newest(known, read_journal(folder))
+        return known
+
+    def _stage_product(self, i: int, known: dict[str, dict[str, Any]], totals: "StageTotals",
+                       entries: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """Stage product ``i`` into this epoch's folder, adding its verified entries to ``entries``;
+        returns the record fields to unset (the earlier epochs' folders, whose verified files moved
+        here)."""
         m, view = self.products[i], self._view(i)
         staging_dir = self._local_staging(i)
         for tries_left in (2, 1, 0):  # a concurrent rollback may remove an empty parent in between
@@ -568,10 +578,15 @@ class Attempt:
         def remove_old() -> None:  # what earlier epochs left once their verified files moved here
             for folder in old.values():
                 remove_tree(folder)
-        stats = stage(plan, staging_dir, self.epoch, known, local_dirs,
-                      m.link_mode, m.verify, self.req.worker, checkpoint, self.guard.check,
-                      threads=self.req.policy.threads, retry=self._r, tick=self.keeper.tick,
-                      cleanup=remove_old if old else None, src_stats=self.source_stats)
+        journal = ProgressJournal(staging_dir)
+        try:
+            stats = stage(plan, staging_dir, self.epoch, known, local_dirs,
+                          m.link_mode, m.verify, self.req.worker, journal.append, self.guard.check,
+                          threads=self.req.policy.threads, retry=self._r, tick=self.keeper.tick,
+                          cleanup=remove_old if old else None, src_stats=self.source_stats)
+        finally:
+            journal.close()
+        entries.update(stats.entries)
         self.guard.check()
         write_marker(staging_dir, {"key": self.key, "job_id": self.req.job_id, "task_id": str(self.req.task_id),
                                    "version": view["version"], "fingerprint": self.fingerprint,

@@ -2,7 +2,8 @@
 
 A file already staged and verified by an earlier epoch (same source size and mtime,
 staged copy untouched) is moved into this epoch's folder, not copied again. Progress is
-saved to the record in batches, never one database round trip per file. A file an earlier
+saved in batches through ``checkpoint`` (the staging folder's journal, progress_journal.py: no
+store round trip at all), never one write per file. A file an earlier
 epoch copied but never saved (it was killed before the batch was durable) is moved here too
 and adopted only if its bytes hash equal to the source's, then made durable with the batch
 like a fresh copy; otherwise it is copied again.
@@ -416,6 +417,9 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
     files have been moved here, alongside the copies: deleting a killed attempt's leftovers costs
     about 5 ms per 4 MiB file on ext4 with online discard. It has finished when stage returns.
 
+    ``checkpoint(batch)`` saves a batch of verified entries durably (the publish passes its
+    staging folder's ``ProgressJournal.append``).
+
     A batch is made durable before it is saved (durable.BatchSync: one syncfs per batch on
     Linux local filesystems, else an fsync per file in its copy thread). A stop (SIGTERM at a
     safe point) or a transient failure saves every file verified so far before it propagates,
@@ -444,15 +448,15 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
     unsynced = False  # a copy in ``pending`` still needs the batch sync
     last_flush = time.monotonic()
     flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-    inflight = None  # one checkpoint at a time, in the background: the copies never wait on the store
+    inflight = None  # one checkpoint at a time, in the background: the copies never wait on its syncs
 
     def save(batch: dict[str, dict[str, Any]], sync: bool) -> None:
-        if sync:
-            try:
+        try:
+            if sync:
                 syncer.sync()
-            except OSError as exc:
-                raise classify_oserror(exc, "staging", staging_dir, worker) from None
-        checkpoint(batch)
+            checkpoint(batch)
+        except OSError as exc:  # a full disk, a lost write: classified like the copies' errors
+            raise classify_oserror(exc, "staging", staging_dir, worker) from None
 
     inflight_size = 0
 
@@ -477,7 +481,7 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
         # verified but unsaved (in flight + pending) never exceeds one batch: a SIGKILL costs at most that
         full = len(pending) + inflight_size >= CHECKPOINT_FILES
         if inflight is not None and ((due and inflight.done()) or full):
-            inflight.result()  # a failed checkpoint surfaces here (Superseded, store down); a full batch waits
+            inflight.result()  # a failed checkpoint surfaces here (a full disk); a full batch waits
             inflight, inflight_size = None, 0
             failpoints.hit("stage.checkpoint")
         if due and inflight is None:
