@@ -93,7 +93,7 @@ def test_mongodb_commands_per_publish(tmp_path, env, files):
     assert staged_saves(str(tmp_path / "commands-publish.log")) == 1
     assert len(names) <= MAX_COMMANDS, f"{len(names)} commands for {files} files: {names}"
     final = next(render.publish_root.rglob("v002"))
-    assert not (final / ".atomic-publish-progress.jsonl").exists()  # the journal never reaches a version
+    assert not (final / ".atomic-publish-progress.bson").exists()  # the journal never reaches a version
 
 
 def test_mongodb_commands_to_answer_already_published(tmp_path, env):

@@ -39,7 +39,9 @@ def test_per_file_documents_of_earlier_versions_are_still_read(store):
 
 
 # -- the staging folder's journal ------------------------------------------------------------------
-def test_the_journal_keeps_whole_lines_and_stops_at_a_torn_tail(tmp_path):
+def test_the_journal_keeps_whole_batches_and_stops_at_a_torn_tail(tmp_path):
+    import bson
+
     from atomic_publish.wrapper.progress_journal import NAME, ProgressJournal, drop_journal, read_journal
 
     journal = ProgressJournal(str(tmp_path))
@@ -48,9 +50,12 @@ def test_the_journal_keeps_whole_lines_and_stops_at_a_torn_tail(tmp_path):
     journal.append({"b": _entry(2, 3)})  # a later line wins
     journal.close()
     assert read_journal(str(tmp_path)) == {"a": _entry(2, 1), "b": _entry(2, 3)}
-    assert (tmp_path / NAME).read_bytes().count(b"\n") == 2
+    whole = (tmp_path / NAME).read_bytes()
+    assert len(list(bson.decode_all(whole))) == 2  # one document per batch that had entries
     with open(tmp_path / NAME, "ab") as fh:  # a kill in the middle of an append
-        fh.write(b'{"c": {"src": "/r/c.exr", "si')
+        fh.write(bson.encode({"c": _entry(2, 4)})[:-7])
+    assert read_journal(str(tmp_path)) == {"a": _entry(2, 1), "b": _entry(2, 3)}
+    (tmp_path / NAME).write_bytes(whole + b"\x05\x00")  # a size cut short
     assert read_journal(str(tmp_path)) == {"a": _entry(2, 1), "b": _entry(2, 3)}
     drop_journal(str(tmp_path))
     drop_journal(str(tmp_path))  # idempotent

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import sys
 
 import pytest
 
@@ -144,3 +145,15 @@ def test_library_exceptions():
 def test_redaction():
     assert redact_uri("mongodb://ap:s3cret@db:27017/?authSource=admin") == "mongodb://ap:***@db:27017/?authSource=admin"
     assert redact_uri("mongodb://db:27017/") == "mongodb://db:27017/"
+
+
+def test_the_mmap_threshold_is_fixed_on_glibc_unless_the_environment_sets_it(monkeypatch):
+    import platform
+
+    from atomic_publish.wrapper import memory
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert memory.fix_mmap_threshold() is glibc
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the user's own tuning wins
+    assert memory.fix_mmap_threshold() is False

@@ -13,9 +13,11 @@ from typing import Any, Callable
 def _cmd_run(args: argparse.Namespace) -> int:
     from .escalation import Limits
     from .guard import StopGuard
+    from .memory import fix_mmap_threshold
     from .publish import Policy, Request, run
     from .retry import RetryPolicy
 
+    fix_mmap_threshold()  # before any thread: big transient buffers go back to the OS (memory.py)
     guard = StopGuard().install()
     policy = Policy(lease_seconds=args.lease_seconds, threads=args.threads,
                     protect_published=args.protect_published == "yes",

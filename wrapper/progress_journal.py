@@ -1,29 +1,33 @@
 """Staging progress kept beside the files it describes: one append-only journal per staging folder.
 
-Each checkpoint batch of ``staging.stage`` appends one JSON line of verified entries (file id ->
-entry) and fsyncs it. The batch's bytes were made durable first (``durable.BatchSync``), so a
-line on disk never names a copy that a crash could still lose. The store receives every entry
+Each checkpoint batch of ``staging.stage`` appends one BSON document of verified entries (file id
+-> entry) and fsyncs it. BSON, not JSON lines: pymongo's C encoder writes a batch into one buffer,
+where ``json.dumps`` makes a dozen small strings per entry while the copy threads allocate the
+entries themselves, and the arenas those strings leave half-used cost about 20 MB of peak RSS in a
+50,000-file publish (memray). The batch's bytes were made durable first (``durable.BatchSync``), so a
+document on disk never names a copy that a crash could still lose. The store receives every entry
 once, when staging is done (``Attempt._stage``): a checkpoint costs no store round trip, and a
 publish sends the same number of store commands for 1 file as for 50,000 (issue 18).
 
-A retry reads the journals of the earlier epochs' folders its record lists. What a line claims is
+A retry reads the journals of the earlier epochs' folders its record lists. What a document claims is
 checked again before it is trusted (``staging._reusable``: the staged copy's size and mtime, the
-source's size and mtime), exactly as an entry read from the store is, so a stale line, or one a
+source's size and mtime), exactly as an entry read from the store is, so a stale document, or one a
 zombie of an earlier epoch wrote after the takeover, can only name a copy that is still whole. A
-line cut short by a kill ends the journal: what it named is adopted by hash or copied again.
+document cut short by a kill ends the journal: what it named is adopted by hash or copied again.
 
 The journal never reaches a published version: ``commit.move_into_place`` removes it just before
 the staging folder is renamed into place.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, BinaryIO
 
+import bson
+
 from .fsops import fsync, long_path
 
-NAME = ".atomic-publish-progress.jsonl"
+NAME = ".atomic-publish-progress.bson"
 
 
 class ProgressJournal:
@@ -39,7 +43,7 @@ class ProgressJournal:
             return
         if self._fh is None:
             self._fh = open(long_path(self.path), "ab")
-        self._fh.write(json.dumps(batch, separators=(",", ":")).encode() + b"\n")
+        self._fh.write(bson.encode(batch))
         self._fh.flush()
         fsync(self._fh.fileno())
 
@@ -50,22 +54,16 @@ class ProgressJournal:
 
 
 def read_journal(folder: str) -> dict[str, dict[str, Any]]:
-    """Every entry the journal of ``folder`` holds, later lines winning; {} without a journal.
+    """Every entry the journal of ``folder`` holds, later batches winning; {} without a journal.
 
-    Reading stops at the first line that is not a whole JSON object (the tail of a killed append)."""
+    Reading stops at the first document that is not whole (the tail of a killed append)."""
     merged: dict[str, dict[str, Any]] = {}
     try:
         with open(long_path(os.path.join(folder, NAME)), "rb") as fh:
-            for line in fh:
-                if not line.endswith(b"\n"):
-                    break
-                try:
-                    batch = json.loads(line)
-                except ValueError:
-                    break
-                if not isinstance(batch, dict):
-                    break
+            for batch in bson.decode_file_iter(fh):
                 merged.update((fid, e) for fid, e in batch.items() if isinstance(e, dict))
+    except bson.errors.InvalidBSON:  # a document cut short, or bytes that are not one: what came before stands
+        pass
     except OSError:  # no journal, or an unreadable one: its copies are adopted by hash or copied again
         return {}
     return merged

@@ -86,6 +86,7 @@ def run(req: Request, guard: StopGuard | None = None) -> Outcome:
             version_dir(product, 1)
         integrations = integrate.build(manifest)  # every product of a metadata JSON has the settings' list
         print_ = fingerprint(canonical_json(submitted))
+        del submitted  # the parsed JSON as submitted: megabytes for a big sequence, not needed past here
     except PublishError as exc:
         return Outcome.from_error(exc, done=NOTHING_WRITTEN)
     try:  # not retried here: a task that cannot reach the store fails fast and the farm requeues it
@@ -521,6 +522,7 @@ class Attempt:
         entries: dict[str, dict[str, Any]] = {}
         for i in range(len(self.products)):
             unset.update(self._stage_product(i, known, totals, entries))
+        self.source_stats = None  # one per source: not needed past staging, freed before the commit's peak
         self._r("save the staged files", self.store.records.fenced_write, self.key, self.epoch,
                 lambda s: self.store.staged.save(self.key, self.epoch, 0, entries, session=s),
                 self.store.supports_transactions())

@@ -46,7 +46,7 @@ class Subject:
         return f"{self.project_name} {self.folder_path} {self.subset}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per published file, 50,000 in a big publish
 class PublishedFile:
     """One published file of a representation, as it is after the rename into the version folder."""
 

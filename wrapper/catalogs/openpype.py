@@ -94,9 +94,10 @@ def version_documents_of(entry: VersionEntry, subset_id: Any) -> tuple[dict[str,
     version_doc = {"_id": version_id, "type": "version", "schema": "openpype:version-3.0", "name": entry.number,
                    "parent": subset_id, "data": data}
     reps = []
+    sites = [{"name": "studio", "created_dt": committed_at}]  # the same for every file: one object, not 50,000
     for rep in entry.representations:
         files = [{"_id": object_id("file", *parts, f.name), "path": f.rootless, "size": f.size, "hash": f.hash,
-                  "hash_type": f.hash_type, "sites": [{"name": "studio", "created_dt": committed_at}]}
+                  "hash_type": f.hash_type, "sites": sites}
                  for f in rep.files]
         rep_data: dict[str, Any] = {"path": rep.data_path, "template": rep.template}
         rep_data.update({k: v for k, v in rep.data.items() if k not in rep_data})

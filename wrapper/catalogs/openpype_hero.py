@@ -34,11 +34,11 @@ def hero_documents(hero: HeroEntry, subset_id: Any, hero_id: Any = None) -> tupl
            "version_id": object_id("version", *entry.id_parts),
            "data": {"atomic_publish": {**entry.marker(), "version": entry.number}}}
     reps = []
+    sites = [{"name": "studio", "created_dt": entry.committed_at}]  # the same for every file: one object
     for rep in hero.representations:
         context = {k: v for k, v in _plain(rep.context).items() if k != "version"}  # a hero has no number
         files = [{"_id": object_id("hero_file", s.project_name, s.asset, s.subset, f.name), "path": f.rootless,
-                  "size": f.size, "hash": f.hash, "hash_type": f.hash_type,
-                  "sites": [{"name": "studio", "created_dt": entry.committed_at}]} for f in rep.files]
+                  "size": f.size, "hash": f.hash, "hash_type": f.hash_type, "sites": sites} for f in rep.files]
         data: dict[str, Any] = {"path": rep.data_path, "template": rep.template}
         data.update({k: v for k, v in rep.data.items() if k not in data})
         reps.append({"_id": object_id("hero_representation", s.project_name, s.asset, s.subset, rep.name),
