@@ -171,3 +171,31 @@ def test_an_unsaved_copy_that_differs_from_its_source_is_copied_again(tmp_path, 
     for frame in render.frames:
         published = next(final.glob(f"*{frame.name.split('.')[-2]}.exr"))
         assert published.read_bytes() == frame.read_bytes(), published
+
+
+def test_a_journal_cut_short_and_overwritten_keeps_its_whole_batches_and_the_version_is_exact(tmp_path, env, store):
+    """A kill in the middle of an append, or bytes that are not a batch at all, end the journal: the
+    batches before them are reused, everything after is adopted by hash or copied, and the version
+    holds the sources' bytes (audit hashes every file)."""
+    import bson
+
+    from atomic_publish.wrapper.progress_journal import NAME
+
+    render = Render(tmp_path, frames=1500, size=4096, movie=False)
+    manifest = render.write_manifest()
+    assert run_killed_at(manifest, env, "jobcut", "stage.checkpoint=kill@2").returncode == -signal.SIGKILL
+    staging = Path(store.records.get("deadline10:jobcut:0")["staging_dir"])
+    journal = staging / NAME
+    batches = bson.decode_all(journal.read_bytes())
+    assert len(batches) == 2, "the attempt was to be killed after its second checkpoint"
+    first = bson.encode(batches[0])
+    journal.write_bytes(first + bson.encode(batches[1])[:100] + os.urandom(64))
+    proc, out = publish(manifest, env, "jobcut", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert out["reused_files"] >= len(batches[0]) and out["reused_files"] + out["copied_files"] == 1500
+    assert out["adopted_files"] >= len(batches[1])  # whole copies the journal no longer names: hashed, kept
+    audit = json.loads(run_cli(["audit", "--json", "--root", str(render.publish_root)], env).stdout.splitlines()[-1])
+    assert audit["violations"] == []
+    final = next(render.publish_root.rglob("v001"))
+    assert not (final / NAME).exists()
+    assert sorted(p.read_bytes() for p in final.glob("*.exr")) == sorted(Path(f).read_bytes() for f in render.frames)
