@@ -24,6 +24,7 @@ import os
 from typing import Any, BinaryIO
 
 import bson
+from bson.errors import InvalidBSON
 
 from .fsops import fsync, long_path
 
@@ -62,7 +63,7 @@ def read_journal(folder: str) -> dict[str, dict[str, Any]]:
         with open(long_path(os.path.join(folder, NAME)), "rb") as fh:
             for batch in bson.decode_file_iter(fh):
                 merged.update((fid, e) for fid, e in batch.items() if isinstance(e, dict))
-    except bson.errors.InvalidBSON:  # a document cut short, or bytes that are not one: what came before stands
+    except InvalidBSON:  # a document cut short, or bytes that are not one: what came before stands
         pass
     except OSError:  # no journal, or an unreadable one: its copies are adopted by hash or copied again
         return {}
