@@ -72,13 +72,12 @@ def staged_so_far(store, key: str) -> dict:
     """The verified files of a publish as a retry sees them: the store's entries (saved once an
     epoch has staged every file) and the journals of the staging folders its record lists."""
     from atomic_publish.idempotency.records import product_views
-    from atomic_publish.wrapper.progress_journal import merge_newest, read_journal
+    from atomic_publish.wrapper.progress_journal import merge_journals
 
     files = store.staged.of_key(key)
     rec = store.records.get(key) or {}
     for view in product_views(rec) if rec else []:
-        for _ep, folder in sorted((view.get("staging_dirs") or {}).items(), key=lambda kv: int(kv[0])):
-            merge_newest(files, read_journal(folder))
+        merge_journals(files, view.get("staging_dirs") or {})
     return files
 
 

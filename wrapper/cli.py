@@ -99,14 +99,12 @@ def _staged_so_far(store: Any, rec: dict[str, Any]) -> dict[str, dict[str, Any]]
     the staging folders its record lists that this machine reaches (under the paths the worker
     used; a folder out of reach adds nothing)."""
     from ..idempotency.records import product_views
-    from .progress_journal import merge_newest, read_journal
+    from .progress_journal import merge_journals
 
     files = store.staged.of_key(rec["_id"])
     if rec.get("state") in ("STAGING", "RESERVED"):
         for view in product_views(rec):
-            for _ep, folder in sorted((view.get("staging_dirs") or {}).items(), key=lambda kv: int(kv[0])):
-                if folder:
-                    merge_newest(files, read_journal(folder))
+            merge_journals(files, view.get("staging_dirs") or {})
     return files
 
 

@@ -21,7 +21,7 @@ the staging folder is renamed into place.
 from __future__ import annotations
 
 import os
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Mapping
 
 import bson
 from bson.errors import InvalidBSON
@@ -76,6 +76,16 @@ def merge_newest(into: dict[str, dict[str, Any]], entries: dict[str, dict[str, A
         old = into.get(fid)
         if old is None or int(entry.get("epoch") or 0) >= int(old.get("epoch") or 0):
             into[fid] = entry
+
+
+def merge_journals(into: dict[str, dict[str, Any]], staging_dirs: Mapping[str, str | None],
+                   skip_epoch: str | None = None) -> dict[str, dict[str, Any]]:
+    """Merge the journals of ``staging_dirs`` (epoch -> folder, as a record lists them) into
+    ``into``, oldest epoch first, the newest entry of each file winning; returns ``into``."""
+    for epoch, folder in sorted(staging_dirs.items(), key=lambda kv: int(kv[0])):
+        if folder and epoch != skip_epoch:
+            merge_newest(into, read_journal(folder))
+    return into
 
 
 def drop_journal(folder: str) -> None:

@@ -34,7 +34,7 @@ from .hero import check_heroes, commit_heroes
 from .layout import check_inside_root, plan_files, version_dir
 from .manifest import Manifest, canonical_json, load_manifest, read_json
 from .outcome import CHANGED_NOTHING_MORE, EXIT_CODES, EXIT_OK, NOTHING_WRITTEN, ROLLED_BACK, Outcome
-from .progress_journal import ProgressJournal, merge_newest, read_journal
+from .progress_journal import ProgressJournal, merge_journals
 from .staging import allowed_source_roots, check_sources, file_id, fsync_dir, stage
 
 ORDER = {s: i for i, s in enumerate(R.STATES)}
@@ -539,9 +539,7 @@ class Attempt:
         staging), and the journals in the staging folders the record lists, newest epoch first."""
         known = self._r("read staging progress", self.store.staged.of_key, self.key)
         for i in range(len(self.products)):
-            for ep, folder in sorted(self._local_staging_dirs(i).items(), key=lambda kv: int(kv[0])):
-                if folder and ep != str(self.epoch):
-                    merge_newest(known, read_journal(folder))
+            merge_journals(known, self._local_staging_dirs(i), skip_epoch=str(self.epoch))
         return known
 
     def _stage_product(self, i: int, known: dict[str, dict[str, Any]], totals: "StageTotals",
