@@ -564,10 +564,11 @@ def stage(plan: list[PlannedFile], staging_dir: str, epoch: int, known: dict[str
 
 
 def _worth_saving(exc: BaseException) -> bool:
-    """A stop or a failure the next attempt recovers from, with the store reachable and ours."""
-    from .errors import StoreUnavailable, TransientError, WorkerLocalError
+    """A stop or a failure the next attempt recovers from. A store outage counts too: the
+    checkpoint is the staging folder's journal, on the storage, not in the store."""
+    from .errors import TransientError, WorkerLocalError
 
-    return isinstance(exc, (TransientError, WorkerLocalError)) and not isinstance(exc, StoreUnavailable)
+    return isinstance(exc, (TransientError, WorkerLocalError))
 
 
 def _copy_all(to_copy: list[PlannedFile], copy_one: Callable[[PlannedFile], dict[str, Any]],
