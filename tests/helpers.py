@@ -71,14 +71,10 @@ def publish(manifest: Path, env: dict, job: str = "job1", task: str = "0", *extr
 def staged_so_far(store, key: str) -> dict:
     """The verified files of a publish as a retry sees them: the store's entries (saved once an
     epoch has staged every file) and the journals of the staging folders its record lists."""
-    from atomic_publish.idempotency.records import product_views
-    from atomic_publish.wrapper.progress_journal import merge_journals
+    from atomic_publish.wrapper.progress_journal import with_journals
 
-    files = store.staged.of_key(key)
-    rec = store.records.get(key) or {}
-    for view in product_views(rec) if rec else []:
-        merge_journals(files, view.get("staging_dirs") or {})
-    return files
+    rec = store.records.get(key)
+    return with_journals(store.staged.of_key(key), rec) if rec else store.staged.of_key(key)
 
 
 def run_killed_at(manifest: Path, env: dict, job: str, failpoints: str) -> subprocess.CompletedProcess:

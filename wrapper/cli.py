@@ -95,17 +95,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def _staged_so_far(store: Any, rec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The verified files of a publish: the store's entries, and while it stages, the journals of
-    the staging folders its record lists that this machine reaches (under the paths the worker
-    used; a folder out of reach adds nothing)."""
-    from ..idempotency.records import product_views
-    from .progress_journal import merge_journals
+    """The verified files of a publish: the store's entries, and while it stages, its journals."""
+    from ..idempotency import records as R
+    from .progress_journal import with_journals
 
     files = store.staged.of_key(rec["_id"])
-    if rec.get("state") in ("STAGING", "RESERVED"):
-        for view in product_views(rec):
-            merge_journals(files, view.get("staging_dirs") or {})
-    return files
+    return with_journals(files, rec) if rec.get("state") in (R.RESERVED, R.STAGING) else files
 
 
 def _status_view(rec: dict[str, Any], files: dict[str, dict[str, Any]]) -> dict[str, Any]:

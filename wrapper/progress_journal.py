@@ -6,9 +6,9 @@ where ``json.dumps`` makes a dozen small strings per entry while the copy thread
 entries themselves (memray put 23 MB of the arenas alive at a 50,000-file publish's peak on the
 JSON encoding; the peak RSS measured the same either way). The batch's bytes were made durable
 first (``durable.BatchSync``), so a document on disk never names a copy that a crash could still
-lose. The store receives every entry
-once, when staging is done (``Attempt._stage``): a checkpoint costs no store round trip, and a
-publish sends the same number of store commands for 1 file as for 50,000 (issue 18).
+lose. The store receives every entry once, when staging is done (``Attempt._stage``): a checkpoint
+costs no store round trip, and a publish sends the same number of store commands for 1 file as
+for 50,000 (issue 18).
 
 A retry reads the journals of the earlier epochs' folders its record lists. What a document claims is
 checked again before it is trusted (``staging._reusable``: the staged copy's size and mtime, the
@@ -87,6 +87,17 @@ def merge_journals(into: dict[str, dict[str, Any]], staging_dirs: Mapping[str, s
         if folder and epoch != skip_epoch:
             merge_newest(into, read_journal(folder))
     return into
+
+
+def with_journals(entries: dict[str, dict[str, Any]], rec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``entries`` (the store's, for ``rec``'s key) with the journals of every staging folder the
+    record lists, for every product, under the paths the worker wrote (a folder this machine does
+    not reach adds nothing): what a publish has verified so far, as ``status`` shows it."""
+    from ..idempotency.records import product_views
+
+    for view in product_views(rec):
+        merge_journals(entries, view.get("staging_dirs") or {})
+    return entries
 
 
 def drop_journal(folder: str) -> None:

@@ -358,7 +358,7 @@ def _unsaved_copy(item: PlannedFile, target: str, src_st: "os.stat_result | Sour
     """Move a copy of ``item`` that an earlier epoch made but never saved (killed before its batch
     was durable) to ``target``, when one of the source's size lies in an earlier staging folder.
     Its bytes are not trusted yet: ``adopt_copy`` hashes them before anything records them."""
-    for _, folder in sorted(staging_dirs.items(), key=lambda kv: -int(kv[0]) if kv[0].isdigit() else 0):
+    for _, folder in sorted(staging_dirs.items(), key=lambda kv: -int(kv[0])):  # the newest epoch first
         path = os.path.join(folder, item.name)
         try:
             if os.stat(path).st_size != src_st.st_size:
