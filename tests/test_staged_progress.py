@@ -1,5 +1,5 @@
 """Staging progress: the store's entries (one save once staging is done, merged newest last), the
-staging folder's journal (one line per checkpoint batch), and resume after real signals."""
+staging folder's journal (one BSON document per checkpoint batch), and resume after real signals."""
 from __future__ import annotations
 
 from atomic_publish.idempotency import staged
@@ -46,8 +46,8 @@ def test_the_journal_keeps_whole_batches_and_stops_at_a_torn_tail(tmp_path):
 
     journal = ProgressJournal(str(tmp_path))
     journal.append({"a": _entry(2, 1), "b": _entry(2, 2)})
-    journal.append({})  # nothing verified since the last batch: no line
-    journal.append({"b": _entry(2, 3)})  # a later line wins
+    journal.append({})  # nothing verified since the last batch: nothing written
+    journal.append({"b": _entry(2, 3)})  # a later batch wins
     journal.close()
     assert read_journal(str(tmp_path)) == {"a": _entry(2, 1), "b": _entry(2, 3)}
     whole = (tmp_path / NAME).read_bytes()
